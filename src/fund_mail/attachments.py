@@ -1,0 +1,80 @@
+"""Attachment files: which ones a message has, and downloading them side by side.
+
+A message's attachment metadata arrives with the list page ($expand), so the only per-message
+requests a run makes are the byte downloads, at most MAX_CONCURRENCY at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fund_mail.graph import GraphClient, NotDownloadable
+from fund_mail.transform import REFERENCE_ATTACHMENT, attachment_note, phy_file_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AttachmentJob:
+    message_id: str
+    attachment: dict
+    phy_file_name: str
+    size: int = 0
+    note: str = ""  # set when there is no file to keep (a link-only attachment)
+
+
+@dataclass
+class MessageAttachments:
+    jobs: list[AttachmentJob] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def rows(self, save_folder: str) -> list[dict]:
+        return [
+            {
+                "save_folder": save_folder,
+                "org_file_name": job.attachment.get("name") or "",
+                "phy_file_name": job.phy_file_name,
+                "file_size": job.size,
+            }
+            for job in self.jobs
+            if not job.note
+        ]
+
+    def all_notes(self) -> list[str]:
+        return self.notes + [job.note for job in self.jobs if job.note]
+
+
+def plan(message: dict) -> MessageAttachments:
+    planned = MessageAttachments()
+    for attachment in message.get("attachments") or []:
+        kind = attachment.get("@odata.type", "")
+        if kind == REFERENCE_ATTACHMENT:
+            planned.notes.append(attachment_note(attachment))
+            continue
+        name = phy_file_name(message["id"], attachment["id"], attachment.get("name") or "", kind)
+        planned.jobs.append(AttachmentJob(message["id"], attachment, name))
+    return planned
+
+
+def download_all(
+    client: GraphClient, jobs: list[AttachmentJob], attach_dir: Path, workers: int
+) -> int:
+    """Download every job into attach_dir; any failure propagates and fails the run."""
+    if not jobs:
+        return 0
+    attach_dir.mkdir(parents=True, exist_ok=True)
+
+    def fetch(job: AttachmentJob) -> int:
+        try:
+            job.size = client.download_attachment(
+                job.message_id, job.attachment["id"], attach_dir / job.phy_file_name
+            )
+        except NotDownloadable:
+            job.note = attachment_note(job.attachment)
+        return job.size
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attach") as pool:
+        return sum(pool.map(fetch, jobs))

@@ -1,0 +1,111 @@
+"""App-only tokens for Graph through msal's client-credentials flow."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import msal
+import requests
+from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+
+from fund_mail.config import Config
+from fund_mail.errors import AuthError
+from fund_mail.logs import REDACTOR
+
+log = logging.getLogger(__name__)
+
+# AADSTS codes an operator can act on, and what to do about each.
+AADSTS_HINTS = {
+    "AADSTS7000215": "CLIENT_SECRET is wrong: copy the secret's Value (not its ID) from the app"
+    " registration's Certificates & secrets page.",
+    "AADSTS7000222": "CLIENT_SECRET has expired: create a new client secret and put it in .env.",
+    "AADSTS700016": "CLIENT_ID is not known in this tenant: check CLIENT_ID and TENANT_ID.",
+    "AADSTS90002": "TENANT_ID is not known: check TENANT_ID.",
+    "AADSTS700027": "The certificate does not match the one uploaded to the app registration.",
+    "AADSTS1002012": "The scope is wrong: GRAPH_URL must be the Graph endpoint of your cloud.",
+}
+
+
+def _client_credential(config: Config) -> str | dict:
+    if not config.client_cert_path:
+        return config.client_secret
+    path = Path(config.client_cert_path)
+    if path.suffix.lower() in (".pfx", ".p12"):
+        return {"private_key_pfx_path": str(path), "passphrase": config.client_cert_password}
+    # A PEM file holding the private key and the certificate: msal needs the thumbprint.
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    pem = path.read_bytes()
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError as e:
+        raise AuthError(
+            f"CLIENT_CERT_PATH {path} has no PEM certificate next to the key; "
+            "use a .pfx file or a PEM file holding both."
+        ) from e
+    return {
+        "private_key": pem.decode("ascii"),
+        "thumbprint": cert.fingerprint(hashes.SHA1()).hex(),  # noqa: S324 - msal's format
+        "passphrase": config.client_cert_password or None,
+    }
+
+
+class TokenProvider:
+    """Hands out bearer tokens; msal serves them from its in-memory cache until near expiry."""
+
+    def __init__(self, config: Config, http_client: requests.Session | None = None) -> None:
+        self.scope = f"{config.graph_url}/.default"
+        host = urlparse(config.authority_host).hostname or ""
+        authority = f"{config.authority_host}/{config.tenant_id}"
+        self._lock = threading.Lock()
+        try:
+            self._app = msal.ConfidentialClientApplication(
+                config.client_id,
+                client_credential=_client_credential(config),
+                authority=authority,
+                # Instance discovery asks login.microsoftonline.com about the host; a local or
+                # sovereign authority outside Microsoft's list must skip it.
+                instance_discovery=host in WELL_KNOWN_AUTHORITY_HOSTS,
+                http_client=http_client,
+                timeout=config.http_timeout,
+            )
+        except ValueError as e:
+            # msal raises ValueError when OIDC discovery fails (unknown tenant, bad host).
+            raise AuthError(
+                f"Could not reach the sign-in endpoint {authority}: {e}. "
+                "Check TENANT_ID and AUTHORITY_HOST."
+            ) from e
+        except requests.RequestException as e:
+            raise AuthError(
+                f"Could not reach the sign-in endpoint {authority}: {type(e).__name__}. "
+                "Check the network, proxy and REQUESTS_CA_BUNDLE."
+            ) from e
+
+    def token(self, force_refresh: bool = False) -> str:
+        with self._lock:
+            if force_refresh:
+                self._app.remove_tokens_for_client()
+            try:
+                result = self._app.acquire_token_for_client(scopes=[self.scope])
+            except requests.RequestException as e:
+                raise AuthError(
+                    f"Token request failed: {type(e).__name__}. Check the network and proxy."
+                ) from e
+        if "access_token" not in result:
+            raise AuthError(describe_token_error(result))
+        REDACTOR.add(result["access_token"])
+        log.debug("token from %s", result.get("token_source", "identity_provider"))
+        return result["access_token"]
+
+
+def describe_token_error(result: dict) -> str:
+    error = result.get("error", "unknown_error")
+    description = (result.get("error_description") or "").split("\r\n")[0].split("\n")[0]
+    hint = next((h for code, h in AADSTS_HINTS.items() if code in description), None)
+    if hint is None:
+        hint = "Check TENANT_ID, CLIENT_ID and CLIENT_SECRET in .env."
+    return f"Sign-in failed ({error}): {description} Fix: {hint}"

@@ -1,0 +1,114 @@
+"""Console entry points. Thin: parse arguments, load the configuration, call the engine."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from fund_mail.config import Config, load_config
+from fund_mail.errors import ExitCode, FundMailError, UsageError
+from fund_mail.logs import REDACTOR, setup_logging
+from fund_mail.version import __version__
+
+log = logging.getLogger("fund_mail.cli")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env-file",
+        metavar="PATH",
+        help="the .env to use (default: next to the program, then the current folder)",
+    )
+    parser.add_argument(
+        "--no-upload",
+        action="store_true",
+        help="archive locally only; the DB stays queued for a later upload",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def once_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fund_mail_once",
+        description="Archive the mail that arrived since the last run into a new SQLite file.",
+        epilog="Exit codes: 0 ok, 1 run failed, 2 configuration, 3 locked, 4 sign-in, "
+        "5 mailbox access denied, 6 state file unreadable.",
+    )
+    _common(parser)
+    parser.add_argument(
+        "--since",
+        metavar="DATETIME",
+        help="archive everything received since then (e.g. 2025-06-30T09:00; "
+        "local TIMEZONE unless it has an offset); already archived mail "
+        "is skipped",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the real pipeline against the built-in Graph emulator",
+    )
+    return parser
+
+
+def _run(command: str, args: argparse.Namespace, work: Callable[[Config], int]) -> int:
+    """Shared error handling: every failure mode maps to its own exit code, secrets masked."""
+    setup_logging(None, args.verbose, args.quiet)
+    try:
+        config = load_config(args.env_file)
+        REDACTOR.add(*config.secrets())
+        setup_logging(config.log_dir, args.verbose, args.quiet, name=command)
+        return work(config)
+    except FundMailError as e:
+        log.error("%s", e)
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        log.error("Interrupted; nothing was committed that a later run cannot finish")
+        return int(ExitCode.RUN_FAILED)
+    except Exception as e:  # noqa: BLE001 - last line of defence: log it, exit non-zero
+        log.exception("Unexpected error: %s: %s", type(e).__name__, e)
+        return int(ExitCode.RUN_FAILED)
+
+
+def once_main(argv: list[str] | None = None) -> int:
+    args = once_parser().parse_args(argv)
+    if args.demo:
+        from fund_mail.demo import run_demo
+
+        return run_demo()
+
+    def work(config: Config) -> int:
+        from fund_mail.engine import run_once
+        from fund_mail.transform import parse_datetime_arg
+
+        since = None
+        if args.since:
+            try:
+                since = parse_datetime_arg(args.since, config.tz)
+            except ValueError as e:
+                raise UsageError(
+                    f"--since {args.since!r} is not a date or date-time such as "
+                    "2025-06-30 or 2025-06-30T09:00"
+                ) from e
+        if not config.upload_enabled or args.no_upload:
+            log.warning(
+                "Upload is off (%s): archives stay queued in DATA_DIR",
+                "--no-upload" if args.no_upload else "HOST is empty",
+            )
+        result = run_once(config, since=since)
+        print(result.summary("fund_mail_once"))
+        log.debug(result.summary("fund_mail_once"))
+        return int(ExitCode.OK)
+
+    return _run("fund_mail_once", args, work)
+
+
+def one_day_main(argv: list[str] | None = None) -> int:
+    raise SystemExit("fund_mail_one_day is not available yet")
+
+
+if __name__ == "__main__":
+    sys.exit(once_main())

@@ -1,0 +1,261 @@
+"""The sync engine: one shared core behind fund_mail_once and fund_mail_one_day.
+
+Archiver turns pages of Graph messages into one published archive DB with its attachments.
+run_once adds the incremental cursor; run_day a fixed local day. Both deliver through the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from fund_mail import attachments
+from fund_mail.auth import TokenProvider
+from fund_mail.config import Config
+from fund_mail.errors import StateError
+from fund_mail.folders import FolderPaths
+from fund_mail.graph import GraphClient
+from fund_mail.index import ArchiveIndex
+from fund_mail.state import Cursor, RunLock, read_cursor, set_aside, write_cursor
+from fund_mail.store import ArchiveDb
+from fund_mail.transform import graph_time, message_row, parse_graph_time
+
+log = logging.getLogger(__name__)
+
+BASELINE_PAGE = 50
+
+
+@dataclass
+class RunResult:
+    messages: int = 0
+    attachments: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    db_path: Path | None = None
+    baseline: bool = False
+    requests: int = 0
+
+    def summary(self, command: str) -> str:
+        where = str(self.db_path) if self.db_path else "no new mail, no DB written"
+        if self.baseline:
+            where = "baseline recorded, nothing archived"
+        return (
+            f"{command}: {self.messages} messages, {self.attachments} attachments, "
+            f"{self.bytes} bytes, {self.seconds:.1f} s, {where}"
+        )
+
+
+def received(message: dict) -> datetime:
+    return parse_graph_time(message["receivedDateTime"])
+
+
+class Archiver:
+    """Writes accepted messages, page by page, into one temporary DB, then publishes it."""
+
+    def __init__(self, config: Config, client: GraphClient, index: ArchiveIndex, command: str):
+        self.config = config
+        self.client = client
+        self.index = index
+        self.command = command
+        self.folders = FolderPaths(client)
+
+    def archive(
+        self,
+        pages: Iterable[list[dict]],
+        *,
+        accept: Callable[[dict], bool],
+        day_folder: str,
+        stem: str,
+        dedupe: bool,
+        on_page: Callable[[int], None] | None = None,
+    ) -> RunResult:
+        config = self.config
+        day_dir = config.data_dir / day_folder
+        save_folder = f"{day_folder}/attach"
+        tmp_path = day_dir / f".{self.command}-{stem}.{time.time_ns()}.tmp"
+        result = RunResult()
+        db: ArchiveDb | None = None
+        archived: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        try:
+            for page in pages:
+                # Skip-based paging can repeat a message when new mail arrives mid-scan.
+                batch = [m for m in page if m["id"] not in seen and not m.get("isDraft")]
+                batch = [m for m in batch if accept(m)]
+                seen.update(m["id"] for m in page)
+                if dedupe and batch:
+                    known = self.index.known_ids(m["id"] for m in batch)
+                    batch = [m for m in batch if m["id"] not in known]
+                if on_page:
+                    on_page(len(page))
+                if not batch:
+                    continue
+                if db is None:
+                    db = ArchiveDb(tmp_path)
+                plans = [attachments.plan(m) for m in batch]
+                jobs = [job for plan in plans for job in plan.jobs]
+                result.bytes += attachments.download_all(
+                    self.client, jobs, day_dir / "attach", config.max_concurrency
+                )
+                sent_items_id = self.folders.sent_items_id
+                for message, plan in zip(batch, plans, strict=True):
+                    row = message_row(
+                        message,
+                        folder_path=self.folders.path(message.get("parentFolderId")),
+                        mailbox=config.email_id,
+                        sent_folder_id=sent_items_id,
+                        tz=config.tz,
+                        notes=plan.all_notes(),
+                    )
+                    db.add(row, plan.rows(save_folder))
+                    archived.append((message["id"], graph_time(received(message))))
+            if db is None:
+                return result
+            db.finish()
+            published = self.index.publish(
+                tmp_path, day_dir, stem, self.command, archived if dedupe else None
+            )
+        except BaseException:
+            if db is not None:
+                db.discard()
+            raise
+        result.messages, result.attachments = db.messages, db.attachments
+        result.db_path = published.path
+        return result
+
+
+@dataclass
+class Newest:
+    """The newest message a scan saw, archived or not: it becomes the cursor."""
+
+    message: dict | None = None
+
+    def track(self, pages: Iterable[list[dict]]) -> Iterator[list[dict]]:
+        for page in pages:
+            for message in page:
+                if self.message is None or received(message) > received(self.message):
+                    self.message = message
+            yield page
+
+
+def open_graph(config: Config) -> GraphClient:
+    return GraphClient(config, TokenProvider(config), backoff=config.retry_backoff)
+
+
+def _load_cursor(config: Config, since: datetime | None) -> Cursor | None:
+    try:
+        return read_cursor(config.data_dir)
+    except StateError:
+        if since is None:
+            raise
+        kept = set_aside(config.data_dir / "LAST_TIME.json")
+        log.warning("LAST_TIME.json was unreadable; kept as %s and restarting from --since", kept)
+        return None
+
+
+def establish_baseline(client: GraphClient, index: ArchiveIndex, config: Config) -> Cursor:
+    """First run: remember the newest message (and any in the same second) without archiving."""
+    newest: dict | None = None
+    same_second: list[tuple[str, str]] = []
+    pages = client.fetch_message_pages(
+        "receivedDateTime ge 1970-01-01T00:00:00Z and isDraft eq false", BASELINE_PAGE
+    )
+    for page in pages:
+        for message in page:
+            newest = newest or message
+            if received(message) != received(newest):
+                break
+            same_second.append((message["id"], message["receivedDateTime"]))
+        else:
+            if page:
+                continue  # the whole page shares one second: look at the next
+        break
+    if newest is None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        return Cursor(last_email_id="", last_fetch_time=now, archive_floor=now)
+    index.record_baseline(same_second)
+    moment = received(newest)
+    return Cursor(newest["id"], moment, newest.get("subject") or "", archive_floor=moment)
+
+
+def run_once(config: Config, since: datetime | None = None, client: GraphClient | None = None):
+    """One incremental run: archive everything new since the cursor, exactly once."""
+    started = time.monotonic()
+    run_time = datetime.now(config.tz)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(config.data_dir / "fund_mail_once.lock", "fund_mail_once"):
+        index = ArchiveIndex(config.data_dir)
+        try:
+            index.recover("once")
+            cursor = _load_cursor(config, since)
+            client = client or open_graph(config)
+            if cursor is None and since is None and index.has_archived():
+                email_id, received_utc = index.newest_archived()
+                log.warning("LAST_TIME.json is missing; resuming from the archive index")
+                cursor = Cursor(email_id, parse_graph_time(received_utc))
+            if cursor is None and since is None:
+                cursor = establish_baseline(client, index, config)
+                write_cursor(config.data_dir, cursor, config.tz)
+                log.info(
+                    "Baseline recorded at %s; mail after it will be archived",
+                    graph_time(cursor.last_fetch_time),
+                )
+                return RunResult(
+                    baseline=True, seconds=time.monotonic() - started, requests=client.requests_made
+                )
+            if since is not None:
+                floor = scan_from = since
+                last_time = cursor.last_fetch_time if cursor else since
+            else:
+                if cursor.archive_floor is None and not index.has_archived():
+                    # A LAST_TIME.json from the previous tool: it archived up to its cursor.
+                    index.record_baseline(
+                        [(cursor.last_email_id, graph_time(cursor.last_fetch_time))]
+                    )
+                floor = cursor.archive_floor or cursor.last_fetch_time
+                last_time = cursor.last_fetch_time
+                scan_from = max(floor, last_time - timedelta(minutes=config.overlap_minutes))
+            newest = Newest()
+            pages = client.fetch_message_pages(
+                f"receivedDateTime ge {graph_time(scan_from)} and isDraft eq false",
+                config.page_size,
+            )
+            result = Archiver(config, client, index, "once").archive(
+                newest.track(pages),
+                accept=lambda m: received(m) >= floor,
+                day_folder=run_time.strftime("%Y_%m_%d"),
+                stem=run_time.strftime("fm_%Y_%m_%d_%H%M"),
+                dedupe=True,
+            )
+            # The DB is durable and recorded; only now may the cursor move.
+            if newest.message is not None and received(newest.message) >= last_time:
+                cursor = Cursor(
+                    newest.message["id"],
+                    received(newest.message),
+                    newest.message.get("subject") or "",
+                    floor,
+                )
+            else:
+                cursor = Cursor(
+                    cursor.last_email_id if cursor else "",
+                    last_time,
+                    cursor.title if cursor else "",
+                    floor,
+                )
+            write_cursor(config.data_dir, cursor, config.tz)
+            result.seconds = time.monotonic() - started
+            result.requests = client.requests_made
+            return result
+        finally:
+            index.close()
+
+
+def day_bounds(day: date, config: Config) -> tuple[datetime, datetime]:
+    """[00:00, 24:00) of a local day in TIMEZONE, as UTC instants (DST-safe)."""
+    start = datetime.combine(day, datetime.min.time(), tzinfo=config.tz)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=config.tz)
+    return start.astimezone(UTC), end.astimezone(UTC)

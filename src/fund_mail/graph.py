@@ -1,0 +1,219 @@
+"""The Microsoft Graph mail client: raw API dicts in, raw API dicts out.
+
+Transport policy lives here and nowhere else: timeouts, retries that honour Retry-After, at most
+MAX_CONCURRENCY requests in flight, one token refresh on 401, and attachment bytes streamed to disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from fund_mail.auth import TokenProvider
+from fund_mail.config import Config
+from fund_mail.errors import AccessDeniedError, GraphError
+
+log = logging.getLogger(__name__)
+
+MESSAGE_FIELDS = (
+    "id,subject,sender,from,toRecipients,ccRecipients,receivedDateTime,body,parentFolderId,isDraft"
+)
+ATTACHMENT_EXPAND = "attachments($select=id,name,contentType,size,isInline)"
+CHUNK = 1024 * 1024
+BODY_RETRIES = 5  # a response cut off mid-body is retried whole this many times
+
+
+class GraphRetry(Retry):
+    """urllib3's Retry, but accepting the fractional Retry-After seconds Graph sends (2.128)."""
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        try:
+            seconds = float(retry_after)
+        except ValueError:
+            return super().parse_retry_after(retry_after)
+        return min(max(seconds, 0.0), self.retry_after_max)
+
+
+class NotDownloadable(GraphError):
+    """The attachment has no bytes to fetch (a reference attachment: Graph answers 405)."""
+
+
+def build_retry(backoff: float) -> GraphRetry:
+    return GraphRetry(
+        total=10,
+        connect=5,
+        read=5,
+        status=8,
+        backoff_factor=backoff,
+        backoff_max=60,
+        status_forcelist=(429, 500, 502, 503, 504),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+def graph_error(response: requests.Response) -> GraphError:
+    """Turn a Graph error response into an exception with the code and message it carries."""
+    try:
+        error = response.json().get("error", {})
+    except ValueError:
+        error = {}
+    code = error.get("code", "")
+    message = error.get("message", "") or response.reason
+    request_id = (error.get("innerError") or {}).get("request-id", "")
+    text = f"Graph answered {response.status_code} {code}: {message}"
+    if request_id:
+        text += f" (request-id {request_id})"
+    if response.status_code == 403:
+        return AccessDeniedError(
+            f"{text}. The app may not read this mailbox: grant the Mail.Read application "
+            "permission with admin consent, and include the mailbox in the app's RBAC for "
+            "Applications scope or ApplicationAccessPolicy."
+        )
+    return GraphError(text, response.status_code, code)
+
+
+class GraphClient:
+    def __init__(self, config: Config, tokens: TokenProvider, backoff: float = 1.0) -> None:
+        self.mailbox_url = f"{config.graph_url}/v1.0/users/{quote(config.email_id)}"
+        self.tokens = tokens
+        self.timeout = (min(10.0, config.http_timeout), config.http_timeout)
+        self.headers = {
+            # ImmutableId keeps ids stable across folder moves; both preferences go in one header.
+            "Prefer": f'IdType="ImmutableId", outlook.body-content-type="{config.body_content_type}"',
+            "Accept": "application/json",
+        }
+        self.backoff = backoff
+        self._slots = threading.BoundedSemaphore(config.max_concurrency)
+        self._local = threading.local()
+        self.requests_made = 0
+
+    # -- transport -------------------------------------------------------------------------
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            adapter = HTTPAdapter(max_retries=build_retry(self.backoff), pool_maxsize=4)
+            session.mount("https://", adapter)
+            session.headers.update(self.headers)
+            self._local.session = session
+        return session
+
+    def _send(self, url: str, params: dict | None, stream: bool) -> requests.Response:
+        """One GET (urllib3 retries inside); a 401 gets one retry with a fresh token."""
+        for attempt in (1, 2):
+            token = self.tokens.token(force_refresh=attempt == 2)
+            self.requests_made += 1
+            response = self._session().get(
+                url,
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=self.timeout,
+                stream=stream,
+            )
+            if response.status_code != 401:
+                return response
+            response.close()
+            log.info("Graph answered 401; renewing the token and trying once more")
+        return response
+
+    def _with_body_retries(self, action, what: str):
+        """Retry a whole request when the body is cut off (urllib3 only retries before it)."""
+        for attempt in range(1, BODY_RETRIES + 1):
+            try:
+                return action()
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ConnectionError,
+                requests.exceptions.Timeout,
+                ValueError,  # JSON of a truncated body
+            ) as e:
+                if attempt == BODY_RETRIES:
+                    raise GraphError(
+                        f"{what} failed after {attempt} attempts: {type(e).__name__}: {e}"
+                    ) from e
+                delay = min(60.0, self.backoff * 2 ** (attempt - 1))
+                log.warning("%s interrupted (%s); retrying in %.1fs", what, type(e).__name__, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def get_json(self, url: str, params: dict | None = None) -> dict[str, Any]:
+        def action() -> dict[str, Any]:
+            with self._slots:
+                response = self._send(url, params, stream=False)
+                if response.status_code != 200:
+                    raise graph_error(response)
+                return response.json()
+
+        return self._with_body_retries(action, f"GET {url.split('?')[0]}")
+
+    # -- mail ------------------------------------------------------------------------------
+    def fetch_message_pages(self, filter_expr: str, page_size: int) -> Iterator[list[dict]]:
+        """Messages matching filter_expr, newest first, one list of raw dicts per page.
+
+        receivedDateTime leads the filter because Graph rejects an $orderby property that is not
+        also the first $filter clause (400 InefficientFilter). nextLink is followed as-is.
+        """
+        params: dict | None = {
+            "$filter": filter_expr,
+            "$orderby": "receivedDateTime desc",
+            "$select": MESSAGE_FIELDS,
+            "$expand": ATTACHMENT_EXPAND,
+            "$top": str(page_size),
+        }
+        url: str | None = f"{self.mailbox_url}/messages"
+        while url:
+            page = self.get_json(url, params)
+            yield page.get("value", [])
+            url, params = page.get("@odata.nextLink"), None
+
+    def fetch_folder(self, folder_id: str) -> dict[str, Any]:
+        return self.get_json(
+            f"{self.mailbox_url}/mailFolders/{quote(folder_id, safe='')}",
+            {"$select": "id,displayName,parentFolderId"},
+        )
+
+    def download_attachment(self, message_id: str, attachment_id: str, dest: Path) -> int:
+        """Stream an attachment's raw bytes (MIME for an item attachment) into dest.
+
+        Written to a temporary name and fsynced before it takes dest's name, so dest is either
+        absent or complete. Returns the byte count.
+        """
+        url = (
+            f"{self.mailbox_url}/messages/{quote(message_id, safe='')}"
+            f"/attachments/{quote(attachment_id, safe='')}/$value"
+        )
+        partial = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
+
+        def action() -> int:
+            with self._slots:
+                response = self._send(url, None, stream=True)
+                with response:
+                    if response.status_code == 405:
+                        raise NotDownloadable("reference attachment: no bytes to download", 405)
+                    if response.status_code != 200:
+                        raise graph_error(response)
+                    size = 0
+                    with open(partial, "wb") as out:
+                        for chunk in response.iter_content(CHUNK):
+                            out.write(chunk)
+                            size += len(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+            os.replace(partial, dest)
+            return size
+
+        try:
+            return self._with_body_retries(action, f"attachment {attachment_id[-12:]}")
+        finally:
+            partial.unlink(missing_ok=True)

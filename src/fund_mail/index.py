@@ -1,0 +1,258 @@
+"""The archive index: fund_mail's own bookkeeping, kept apart from the archive DBs.
+
+DATA_DIR/fund_mail_index.sqlite3 records which email_ids are archived (for de-duplication), which
+DB files are being published, the upload outbox, and a history of runs. Publishing a DB and
+recording its messages happen in one transaction, which is what makes a crash at any point safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fund_mail.errors import StateError
+from fund_mail.store import fsync_path
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "fund_mail_index.sqlite3"
+BASELINE = "(baseline)"  # db_file of ids known at the baseline: never archived by fund_mail_once
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS archived (
+    email_id TEXT PRIMARY KEY,
+    received_utc TEXT NOT NULL,
+    db_file TEXT NOT NULL,
+    archived_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS publishing (
+    final_path TEXT PRIMARY KEY,
+    tmp_path TEXT NOT NULL,
+    command TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    db_path TEXT NOT NULL UNIQUE,
+    queued_at TEXT NOT NULL,
+    delivered_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    command TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    exit_code INTEGER,
+    messages INTEGER NOT NULL DEFAULT 0,
+    attachments INTEGER NOT NULL DEFAULT 0,
+    bytes INTEGER NOT NULL DEFAULT 0,
+    db_file TEXT NOT NULL DEFAULT '',
+    error TEXT NOT NULL DEFAULT ''
+);
+"""
+
+
+def utc_now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Published:
+    path: Path
+    relative: str
+
+
+class ArchiveIndex:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.path = data_dir / INDEX_NAME
+        try:
+            self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise StateError(
+                f"The archive index {self.path} cannot be read ({e}). Move it aside and run "
+                "again with --since set to the last time you know was archived; already "
+                "delivered DBs on the server are not affected."
+            ) from e
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so concurrent commands queue instead of failing.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.data_dir).as_posix()
+
+    # -- de-duplication --------------------------------------------------------------------
+    def known_ids(self, email_ids: Iterable[str]) -> set[str]:
+        ids = list(email_ids)
+        known: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = self._conn.execute(
+                f"SELECT email_id FROM archived WHERE email_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            known.update(r[0] for r in rows)
+        return known
+
+    def has_archived(self) -> bool:
+        return self._conn.execute("SELECT 1 FROM archived LIMIT 1").fetchone() is not None
+
+    def newest_archived(self) -> tuple[str, str] | None:
+        """(email_id, received_utc) of the newest archived message, to rebuild a lost cursor."""
+        return self._conn.execute(
+            "SELECT email_id, received_utc FROM archived ORDER BY received_utc DESC LIMIT 1"
+        ).fetchone()
+
+    def record_baseline(self, ids_received: Iterable[tuple[str, str]]) -> None:
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR IGNORE INTO archived VALUES (?, ?, ?, ?)",
+                [(i, r, BASELINE, utc_now_text()) for i, r in ids_received],
+            )
+
+    # -- publishing ------------------------------------------------------------------------
+    def publish(
+        self,
+        tmp_path: Path,
+        day_dir: Path,
+        stem: str,
+        command: str,
+        archived: list[tuple[str, str]] | None,
+    ) -> Published:
+        """Give a finished temporary DB its final name, recording it (and its ids) first.
+
+        The name is chosen inside the transaction, so fund_mail_once and fund_mail_one_day never
+        pick the same one; a clash with an existing file gets a suffix (_2, _3, ...).
+        """
+        with self.transaction() as conn:
+            final = day_dir / f"{stem}.db"
+            suffix = 2
+            while final.exists() or self._name_taken(conn, self.relative(final)):
+                final = day_dir / f"{stem}_{suffix}.db"
+                suffix += 1
+            relative = self.relative(final)
+            if archived:
+                now = utc_now_text()
+                conn.executemany(
+                    "INSERT INTO archived VALUES (?, ?, ?, ?)",
+                    [(i, r, relative, now) for i, r in archived],
+                )
+            conn.execute(
+                "INSERT INTO publishing VALUES (?, ?, ?)",
+                (relative, self.relative(tmp_path), command),
+            )
+            conn.execute(
+                "INSERT INTO outbox (db_path, queued_at) VALUES (?, ?)", (relative, utc_now_text())
+            )
+        self._finish_publish(relative, tmp_path, final)
+        return Published(final, relative)
+
+    def _name_taken(self, conn: sqlite3.Connection, relative: str) -> bool:
+        row = conn.execute(
+            "SELECT 1 FROM publishing WHERE final_path = ? UNION ALL "
+            "SELECT 1 FROM outbox WHERE db_path = ?",
+            (relative, relative),
+        ).fetchone()
+        return row is not None
+
+    def _finish_publish(self, relative: str, tmp_path: Path, final: Path) -> None:
+        os.replace(tmp_path, final)
+        fsync_path(final.parent)
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM publishing WHERE final_path = ?", (relative,))
+
+    def recover(self, command: str) -> None:
+        """Finish or undo publishes that a killed run of `command` left half done."""
+        rows = self._conn.execute(
+            "SELECT final_path, tmp_path FROM publishing WHERE command = ?", (command,)
+        ).fetchall()
+        for relative, tmp_relative in rows:
+            final, tmp_path = self.data_dir / relative, self.data_dir / tmp_relative
+            if tmp_path.exists():
+                log.warning(
+                    "Finishing the publish of %s that an earlier run left half done", relative
+                )
+                self._finish_publish(relative, tmp_path, final)
+            elif final.exists():
+                with self.transaction() as conn:
+                    conn.execute("DELETE FROM publishing WHERE final_path = ?", (relative,))
+            else:
+                # The DB is gone: forget its ids so that the next scan archives them again.
+                log.warning(
+                    "%s was recorded but never written; its mail will be archived again", relative
+                )
+                with self.transaction() as conn:
+                    conn.execute("DELETE FROM archived WHERE db_file = ?", (relative,))
+                    conn.execute("DELETE FROM outbox WHERE db_path = ?", (relative,))
+                    conn.execute("DELETE FROM publishing WHERE final_path = ?", (relative,))
+
+    # -- outbox ----------------------------------------------------------------------------
+    def queued(self) -> list[str]:
+        """DB files (relative to DATA_DIR) waiting for delivery, oldest first."""
+        rows = self._conn.execute(
+            "SELECT db_path FROM outbox WHERE delivered_at IS NULL AND db_path NOT IN "
+            "(SELECT final_path FROM publishing) ORDER BY id"
+        )
+        return [r[0] for r in rows]
+
+    def mark_delivered(self, relative: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '' "
+                "WHERE db_path = ?",
+                (utc_now_text(), relative),
+            )
+
+    def mark_failed(self, relative: str, error: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE db_path = ?",
+                (error[:500], relative),
+            )
+
+    # -- run history -----------------------------------------------------------------------
+    def start_run(self, command: str) -> int:
+        with self.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, utc_now_text())
+            )
+            return int(cursor.lastrowid)
+
+    def finish_run(self, run_id: int, exit_code: int, error: str = "", **counts: int | str) -> None:
+        assignments = "".join(f", {k} = :{k}" for k in counts)
+        with self.transaction() as conn:
+            conn.execute(
+                f"UPDATE runs SET finished_at = :finished, exit_code = :code, error = :error"
+                f"{assignments} WHERE id = :id",
+                {
+                    "finished": utc_now_text(),
+                    "code": exit_code,
+                    "error": error[:1000],
+                    "id": run_id,
+                    **counts,
+                },
+            )
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        return self._conn.execute(sql, params).fetchall()

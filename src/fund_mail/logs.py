@@ -1,0 +1,70 @@
+"""Logging: a rotating file in LOG_DIR, the console, and a filter that masks every secret."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import threading
+from pathlib import Path
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+log = logging.getLogger("fund_mail")
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces known secret values (client secret, SFTP password, access tokens) with ***.
+
+    Secrets are registered as they become known, so a token acquired mid-run is masked too.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, *secrets: str) -> None:
+        with self._lock:
+            self._secrets.update(s for s in secrets if s and len(s) >= 4)
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self._secrets:
+            record.msg = self.redact(record.getMessage())
+            record.args = None
+            if record.exc_info and record.exc_info[1] is not None:
+                record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
+                record.exc_info = None
+        return True
+
+
+REDACTOR = RedactSecrets()
+
+
+def setup_logging(
+    log_dir: Path | None, verbose: bool = False, quiet: bool = False, name: str = "fund_mail"
+) -> None:
+    """Console at INFO (-v DEBUG, --quiet WARNING); file at DEBUG, 5 x 5 MB."""
+    root = logging.getLogger("fund_mail")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(logging.DEBUG)
+    root.propagate = False
+    console = logging.StreamHandler()
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    console.addFilter(REDACTOR)
+    root.addHandler(console)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            log_dir / f"{name}.log", maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"
+        )
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        file_handler.addFilter(REDACTOR)
+        root.addHandler(file_handler)

@@ -1,0 +1,142 @@
+"""The incremental cursor (DATA_DIR/LAST_TIME.json) and the per-command run lock."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO
+from zoneinfo import ZoneInfo
+
+from fund_mail.errors import LockedError, StateError
+from fund_mail.store import fsync_path
+from fund_mail.transform import graph_time, local_time, parse_graph_time
+
+STATE_NAME = "LAST_TIME.json"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where fund_mail_once stands.
+
+    last_fetch_time is the newest receivedDateTime seen; the next scan starts OVERLAP_MINUTES
+    before it. archive_floor is the baseline: nothing received before it is ever archived.
+    The first four fields keep the existing deployment's LAST_TIME.json format.
+    """
+
+    last_email_id: str
+    last_fetch_time: datetime
+    title: str = ""
+    archive_floor: datetime | None = None
+
+    def to_json(self, tz: ZoneInfo) -> dict:
+        return {
+            "last_email_id": self.last_email_id,
+            "last_fetch_time": graph_time(self.last_fetch_time),
+            "last_fetch_time_kst": local_time(self.last_fetch_time, tz),
+            "title": self.title,
+            "archive_floor": graph_time(self.archive_floor) if self.archive_floor else None,
+            "updated_at": graph_time(datetime.now(tz)),
+            "format": 2,
+        }
+
+
+def read_cursor(data_dir: Path) -> Cursor | None:
+    """The saved cursor, None when there is none yet; StateError when it cannot be trusted."""
+    path = data_dir / STATE_NAME
+    if not path.exists():
+        return None
+    fix = (
+        f"Restore {path} from a backup, or run once with --since set to the last time you know "
+        "was archived (mail already archived is skipped, not duplicated)."
+    )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        last_time = parse_graph_time(str(data["last_fetch_time"]))
+        floor = data.get("archive_floor")
+        return Cursor(
+            last_email_id=str(data.get("last_email_id") or ""),
+            last_fetch_time=last_time,
+            title=str(data.get("title") or ""),
+            archive_floor=parse_graph_time(floor) if floor else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise StateError(f"{path} is unreadable ({type(e).__name__}: {e}). {fix}") from e
+
+
+def write_cursor(data_dir: Path, cursor: Cursor, tz: ZoneInfo) -> None:
+    """Atomically: temporary file, fsync, replace, fsync the folder."""
+    path = data_dir / STATE_NAME
+    tmp = path.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        json.dump(cursor.to_json(tz), out, ensure_ascii=False, indent=2)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+    fsync_path(data_dir)
+
+
+def set_aside(path: Path) -> Path:
+    """Keep an unreadable state file for inspection instead of overwriting it."""
+    target = path.with_name(f"{path.name}.unreadable-{datetime.now().strftime('%Y%m%d%H%M%S')}")
+    os.replace(path, target)
+    return target
+
+
+class RunLock:
+    """An OS file lock: released by the OS even when the process is killed, so never stale."""
+
+    def __init__(self, path: Path, command: str) -> None:
+        self.path = path
+        self.command = command
+        self._file: IO[str] | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+", encoding="ascii")
+        try:
+            _lock(handle)
+        except OSError as e:
+            handle.close()
+            raise LockedError(
+                f"Another {self.command} run is in progress (lock {self.path} is held); "
+                "this run exits without doing anything. If no other run exists, the lock is "
+                "released automatically when that process ends."
+            ) from e
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            _unlock(self._file)
+            self._file.close()
+            self._file = None
+
+
+if os.name == "nt":
+    import msvcrt
+
+    def _lock(handle: IO[str]) -> None:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+
+    def _unlock(handle: IO[str]) -> None:
+        handle.seek(0)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+
+else:
+    import fcntl
+
+    def _lock(handle: IO[str]) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(handle: IO[str]) -> None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

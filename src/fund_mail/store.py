@@ -1,0 +1,83 @@
+"""The archive DB files: the pst-utils schema, written in one transaction at a temporary path.
+
+A DB only takes its final name through ArchiveIndex.publish, which records it first; see
+ARCHITECTURE.md for why the order matters.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+SCHEMA_SQL = files("fund_mail").joinpath("schema.sql").read_text(encoding="utf-8")
+MAIL_COLUMNS = (
+    "email_id", "subject", "sender_address", "sender_name", "from_address", "from_name",
+    "to_recipients", "cc_recipients", "email_time", "kst_time", "content", "msg_kind",
+    "folder_path", "note",
+)  # fmt: skip
+ATTACH_COLUMNS = (
+    "parent_id", "email_id", "save_folder", "org_file_name", "phy_file_name", "file_size",
+)  # fmt: skip
+
+
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a directory so that a rename in it survives a power cut (POSIX only)."""
+    if path.is_dir():
+        if os.name == "nt":
+            return  # Windows cannot open a directory for fsync; NTFS journals renames itself.
+        fd = os.open(path, os.O_RDONLY)
+    else:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class ArchiveDb:
+    """One archive DB under construction. Rows go in one transaction, committed by finish()."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the whole DB is one transaction.
+        self._conn = sqlite3.connect(path, isolation_level=None)
+        self._conn.executescript(SCHEMA_SQL)
+        self._conn.execute("BEGIN")
+        self.messages = 0
+        self.attachments = 0
+
+    def add(self, row: dict[str, Any], attachments: list[dict[str, Any]]) -> int:
+        cursor = self._conn.execute(
+            f"INSERT INTO fund_mail ({', '.join(MAIL_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
+            [row[c] for c in MAIL_COLUMNS],
+        )
+        parent_id = cursor.lastrowid
+        for attachment in attachments:
+            values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
+            self._conn.execute(
+                f"INSERT INTO fund_mail_attach ({', '.join(ATTACH_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(ATTACH_COLUMNS))})",
+                [values[c] for c in ATTACH_COLUMNS],
+            )
+        self.messages += 1
+        self.attachments += len(attachments)
+        return parent_id
+
+    def finish(self) -> None:
+        """Commit, close and fsync: after this the file is complete on disk."""
+        self._conn.execute("COMMIT")
+        self._conn.close()
+        fsync_path(self.path)
+
+    def discard(self) -> None:
+        try:
+            self._conn.close()
+        finally:
+            self.path.unlink(missing_ok=True)
+            Path(f"{self.path}-journal").unlink(missing_ok=True)

@@ -1,0 +1,137 @@
+"""Graph message dicts to pst-utils rows. Pure: no network, no disk, no clock."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
+ITEM_ATTACHMENT = "#microsoft.graph.itemAttachment"
+REFERENCE_ATTACHMENT = "#microsoft.graph.referenceAttachment"
+
+WINDOWS_RESERVED = {
+    "CON", "PRN", "AUX", "NUL",
+    *(f"COM{i}" for i in range(1, 10)),
+    *(f"LPT{i}" for i in range(1, 10)),
+}  # fmt: skip
+
+
+def parse_graph_time(value: str) -> datetime:
+    """'2025-06-30T04:47:45Z' (or with a fraction or offset) to an aware UTC datetime."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def graph_time(moment: datetime) -> str:
+    """The form Graph's $filter takes: UTC, whole seconds, Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def email_time(moment: datetime) -> str:
+    """UTC as 'YYYY-MM-DD HH:MM:SS', with '.ffffff' only when the fraction is not zero."""
+    moment = moment.astimezone(UTC)
+    text = moment.strftime("%Y-%m-%d %H:%M:%S")
+    return f"{text}.{moment.microsecond:06d}" if moment.microsecond else text
+
+
+def local_time(moment: datetime, tz: ZoneInfo) -> str:
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _address(recipient: dict | None) -> tuple[str, str]:
+    email = (recipient or {}).get("emailAddress") or {}
+    return (email.get("address") or "", email.get("name") or "")
+
+
+def _addresses(recipients: list | None) -> str:
+    return ", ".join(a for a, _ in map(_address, recipients or []) if a)
+
+
+def is_sent(message: dict, mailbox: str, sent_folder_id: str | None) -> bool:
+    """Sent when it sits in Sent Items or the mailbox itself is the author."""
+    if sent_folder_id and message.get("parentFolderId") == sent_folder_id:
+        return True
+    mailbox = mailbox.lower()
+    return any(_address(message.get(k))[0].lower() == mailbox for k in ("from", "sender"))
+
+
+def attachment_note(attachment: dict) -> str:
+    """What the note column says about an attachment that has no file."""
+    name = attachment.get("name") or "(no name)"
+    return f"link-only attachment (not downloadable): {name}"
+
+
+def message_row(
+    message: dict[str, Any],
+    *,
+    folder_path: str,
+    mailbox: str,
+    sent_folder_id: str | None,
+    tz: ZoneInfo,
+    notes: list[str] = (),
+) -> dict[str, Any]:
+    """One fund_mail row (without id) from a Graph message dict."""
+    received = parse_graph_time(message["receivedDateTime"])
+    sender_address, sender_name = _address(message.get("sender"))
+    from_address, from_name = _address(message.get("from"))
+    body = message.get("body") or {}
+    return {
+        "email_id": message["id"],
+        "subject": message.get("subject") or "",
+        "sender_address": sender_address,
+        "sender_name": sender_name,
+        "from_address": from_address,
+        "from_name": from_name,
+        "to_recipients": _addresses(message.get("toRecipients")),
+        "cc_recipients": _addresses(message.get("ccRecipients")),
+        "email_time": email_time(received),
+        "kst_time": local_time(received, tz),
+        "content": body.get("content") or "",
+        "msg_kind": "sent" if is_sent(message, mailbox, sent_folder_id) else "receive",
+        "folder_path": folder_path,
+        "note": "; ".join(notes),
+    }
+
+
+def safe_extension(name: str, attachment_type: str) -> str:
+    """A short, Windows-safe extension: '.eml' for an attached message, else the original's."""
+    if attachment_type == ITEM_ATTACHMENT:
+        return ".eml"
+    stem, dot, ext = (name or "").rpartition(".")
+    if not dot or not stem.strip():
+        return ""
+    ext = unicodedata.normalize("NFKC", ext).lower()
+    return f".{ext}" if re.fullmatch(r"[a-z0-9]{1,10}", ext) else ""
+
+
+def phy_file_name(email_id: str, attachment_id: str, name: str, attachment_type: str) -> str:
+    """The file name on disk: a hash of the message and attachment ids plus a safe extension.
+
+    Deterministic (a re-run overwrites the same file instead of making a copy), collision-free in
+    practice (80 bits), short, and made of [0-9a-f.] so no Windows rule can trip on it.
+    """
+    digest = hashlib.sha256(f"{email_id}\x00{attachment_id}".encode()).hexdigest()[:20]
+    return f"{digest}{safe_extension(name, attachment_type)}"
+
+
+def is_windows_safe(file_name: str) -> bool:
+    """True when a name is usable on Windows (used by tests and the PST importer's checks)."""
+    if not file_name or len(file_name) > 255 or file_name.endswith((" ", ".")):
+        return False
+    if re.search(r'[<>:"/\\|?*\x00-\x1f]', file_name):
+        return False
+    return file_name.split(".")[0].upper() not in WINDOWS_RESERVED
+
+
+def parse_datetime_arg(value: str, tz: ZoneInfo) -> datetime:
+    """A command-line date or date-time; a naive value is read in TIMEZONE."""
+    parsed = datetime.fromisoformat(value.strip().replace(" ", "T", 1))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed.astimezone(UTC)
