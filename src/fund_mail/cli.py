@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -110,5 +111,14 @@ def one_day_main(argv: list[str] | None = None) -> int:
     raise SystemExit("fund_mail_one_day is not available yet")
 
 
+ENTRY_POINTS = {"fund_mail_once": once_main, "fund_mail_one_day": one_day_main}
+
+
+def main_for_program() -> int:
+    """The PyInstaller executables run this file; the program's own name picks the command."""
+    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+    return ENTRY_POINTS.get(name, once_main)()
+
+
 if __name__ == "__main__":
-    sys.exit(once_main())
+    sys.exit(main_for_program())

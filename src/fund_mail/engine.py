@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from fund_mail import attachments
+from fund_mail import attachments, crashpoints
 from fund_mail.auth import TokenProvider
 from fund_mail.config import Config
 from fund_mail.errors import StateError
@@ -27,6 +27,7 @@ from fund_mail.transform import graph_time, message_row, parse_graph_time
 log = logging.getLogger(__name__)
 
 BASELINE_PAGE = 50
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -101,6 +102,7 @@ class Archiver:
                 result.bytes += attachments.download_all(
                     self.client, jobs, day_dir / "attach", config.max_concurrency
                 )
+                crashpoints.reached("attachments-downloaded")
                 sent_items_id = self.folders.sent_items_id
                 for message, plan in zip(batch, plans, strict=True):
                     row = message_row(
@@ -116,6 +118,7 @@ class Archiver:
             if db is None:
                 return result
             db.finish()
+            crashpoints.reached("db-written")
             published = self.index.publish(
                 tmp_path, day_dir, stem, self.command, archived if dedupe else None
             )
@@ -162,7 +165,7 @@ def establish_baseline(client: GraphClient, index: ArchiveIndex, config: Config)
     newest: dict | None = None
     same_second: list[tuple[str, str]] = []
     pages = client.fetch_message_pages(
-        "receivedDateTime ge 1970-01-01T00:00:00Z and isDraft eq false", BASELINE_PAGE
+        f"receivedDateTime ge {graph_time(EPOCH)} and isDraft eq false", BASELINE_PAGE
     )
     for page in pages:
         for message in page:
@@ -175,8 +178,8 @@ def establish_baseline(client: GraphClient, index: ArchiveIndex, config: Config)
                 continue  # the whole page shares one second: look at the next
         break
     if newest is None:
-        now = datetime.now(UTC).replace(microsecond=0)
-        return Cursor(last_email_id="", last_fetch_time=now, archive_floor=now)
+        # An empty mailbox: whatever appears later arrived after the baseline, whatever its date.
+        return Cursor(last_email_id="", last_fetch_time=EPOCH, archive_floor=EPOCH)
     index.record_baseline(same_second)
     moment = received(newest)
     return Cursor(newest["id"], moment, newest.get("subject") or "", archive_floor=moment)
@@ -231,6 +234,7 @@ def run_once(config: Config, since: datetime | None = None, client: GraphClient 
                 stem=run_time.strftime("fm_%Y_%m_%d_%H%M"),
                 dedupe=True,
             )
+            crashpoints.reached("db-published")
             # The DB is durable and recorded; only now may the cursor move.
             if newest.message is not None and received(newest.message) >= last_time:
                 cursor = Cursor(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fund_mail import crashpoints
 from fund_mail.errors import StateError
 from fund_mail.store import fsync_path
 
@@ -165,6 +166,7 @@ class ArchiveIndex:
             conn.execute(
                 "INSERT INTO outbox (db_path, queued_at) VALUES (?, ?)", (relative, utc_now_text())
             )
+        crashpoints.reached("index-committed")
         self._finish_publish(relative, tmp_path, final)
         return Published(final, relative)
 
@@ -206,6 +208,10 @@ class ArchiveIndex:
                     conn.execute("DELETE FROM archived WHERE db_file = ?", (relative,))
                     conn.execute("DELETE FROM outbox WHERE db_path = ?", (relative,))
                     conn.execute("DELETE FROM publishing WHERE final_path = ?", (relative,))
+        # Temporary DBs (and their journals) of runs killed before they recorded anything.
+        for leftover in self.data_dir.glob(f"*/.{command}-*"):
+            log.info("Removing %s left by an interrupted run", leftover.name)
+            leftover.unlink(missing_ok=True)
 
     # -- outbox ----------------------------------------------------------------------------
     def queued(self) -> list[str]:

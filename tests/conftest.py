@@ -1,0 +1,42 @@
+"""Shared fixtures: a running Graph emulator trusted through REQUESTS_CA_BUNDLE, a DATA_DIR,
+a .env pointing at both, and helpers to run the real CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from fund_mail.config import Config, config_from_values
+from fund_mail.emulator import GraphEmulator
+
+
+@pytest.fixture
+def graph(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[GraphEmulator]:
+    with GraphEmulator(tls_dir=tmp_path / "tls") as emulator:
+        # These machines set REQUESTS_CA_BUNDLE; requests must trust the emulator's CA instead.
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(emulator.tls.ca_cert))
+        monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+        yield emulator
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def config(graph: GraphEmulator, data_dir: Path) -> Config:
+    return config_from_values(graph.env_values(data_dir, RETRY_BACKOFF="0.05"))
+
+
+@pytest.fixture
+def env_file(graph: GraphEmulator, data_dir: Path, tmp_path: Path) -> Path:
+    return graph.write_env(tmp_path / ".env", data_dir, RETRY_BACKOFF="0.05")
+
+
+@pytest.fixture
+def now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)

@@ -1,0 +1,48 @@
+"""msal against the emulator's token endpoint, over real TLS."""
+
+import dataclasses
+
+import pytest
+
+from fund_mail.auth import TokenProvider, describe_token_error
+from fund_mail.errors import AuthError
+
+
+def test_client_credentials_token(config, graph):
+    token = TokenProvider(config).token()
+    assert token and graph.records("token")[0].status == 200
+    # A local authority: msal skipped instance discovery and went straight to OIDC discovery.
+    assert [r.target for r in graph.records()][:2] == ["discovery", "token"]
+    assert graph.records("discovery")[0].path.endswith("/v2.0/.well-known/openid-configuration")
+
+
+def test_wrong_secret_names_the_fix(config, graph):
+    config = dataclasses.replace(config, client_secret="wrong-secret-value")
+    with pytest.raises(AuthError) as caught:
+        TokenProvider(config).token()
+    message = str(caught.value)
+    assert "AADSTS7000215" in message and "secret's Value" in message
+    assert "wrong-secret-value" not in message
+
+
+def test_unknown_client_id(config, graph):
+    config = dataclasses.replace(config, client_id="00000000-0000-0000-0000-000000000001")
+    with pytest.raises(AuthError, match="CLIENT_ID is not known"):
+        TokenProvider(config).token()
+
+
+def test_unknown_tenant_fails_at_discovery(config, graph):
+    config = dataclasses.replace(config, tenant_id="no-such-tenant")
+    with pytest.raises(AuthError, match="TENANT_ID"):
+        TokenProvider(config).token()
+
+
+def test_unreachable_authority(config, graph):
+    config = dataclasses.replace(config, authority_host="https://127.0.0.1:9")
+    with pytest.raises(AuthError, match="Could not reach"):
+        TokenProvider(config).token()
+
+
+def test_describe_token_error_without_a_known_code():
+    text = describe_token_error({"error": "temporarily_unavailable", "error_description": "x"})
+    assert "temporarily_unavailable" in text and "Check TENANT_ID" in text

@@ -1,0 +1,149 @@
+"""Configuration: lookup order, every problem reported at once, secrets never echoed."""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from fund_mail.config import config_from_values, describe, find_env_file, load_config
+from fund_mail.errors import ConfigError
+
+GOOD = {
+    "EMAIL_ID": "fund@example.com",
+    "TENANT_ID": "11111111-2222-3333-4444-555555555555",
+    "CLIENT_ID": "66666666-7777-8888-9999-000000000000",
+    "CLIENT_SECRET": "s3cret-Value~xyz",
+    "EMAIL_PW": "ignored-legacy-password",
+}
+
+
+def good(tmp_path: Path, **changes: str) -> dict:
+    values = {**GOOD, "DATA_DIR": str(tmp_path / "data"), "LOG_DIR": str(tmp_path / "logs")}
+    values.update(changes)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def problems(values: dict) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        config_from_values(values)
+    return caught.value.problems
+
+
+def test_defaults(tmp_path):
+    config = config_from_values(good(tmp_path))
+    assert config.graph_url == "https://graph.microsoft.com"
+    assert config.authority_host == "https://login.microsoftonline.com"
+    assert (config.timezone, config.overlap_minutes, config.page_size) == ("Asia/Seoul", 30, 1000)
+    assert config.body_content_type == "html" and config.max_concurrency == 4
+    assert not config.upload_enabled
+    assert not (tmp_path / "data").exists(), "validation must not create anything"
+
+
+def test_every_problem_is_listed_at_once(tmp_path):
+    found = problems(
+        {
+            "CLIENT_ID": "not-a-guid",
+            "OVERLAP_MINUTES": "ten",
+            "TIMEZONE": "Mars/Base",
+            "GRAPH_URL": "http://graph.example",
+            "PAGE_SIZE": "5000",
+        }
+    )
+    text = "\n".join(found)
+    for needle in (
+        "EMAIL_ID is missing",
+        "TENANT_ID is missing",
+        "CLIENT_ID='not-a-guid'",
+        "CLIENT_SECRET is missing",
+        "DATA_DIR is missing",
+        "OVERLAP_MINUTES='ten'",
+        "TIMEZONE='Mars/Base'",
+        "GRAPH_URL='http://graph.example' must be an https",
+        "PAGE_SIZE=5000 is out of range",
+    ):
+        assert needle in text
+    assert len(found) == 9
+
+
+def test_sftp_keys_are_required_once_host_is_set(tmp_path):
+    found = problems(good(tmp_path, HOST="sftp.example.com"))
+    assert any("SFTP_ID is missing" in p for p in found)
+    assert any("SFTP_BASE_DIR is missing" in p for p in found)
+    assert any("SFTP_PW is missing" in p for p in found)
+
+
+def test_host_key_must_be_a_sha256_fingerprint(tmp_path):
+    found = problems(good(tmp_path, SFTP_HOST_KEY="aa:bb:cc"))
+    assert "ssh-keygen -lf" in found[0]
+
+
+def test_certificate_is_an_alternative_to_a_secret(tmp_path):
+    cert = tmp_path / "app.pfx"
+    cert.write_bytes(b"pfx")
+    config = config_from_values(good(tmp_path, CLIENT_SECRET="", CLIENT_CERT_PATH=str(cert)))
+    assert config.client_cert_path == str(cert)
+    assert any(
+        "CLIENT_CERT_PATH" in p
+        for p in problems(
+            good(tmp_path, CLIENT_SECRET="", CLIENT_CERT_PATH=str(tmp_path / "missing.pfx"))
+        )
+    )
+
+
+@pytest.mark.skipif(
+    sys.platform == "win32" or os.geteuid() == 0,
+    reason="root can write anywhere; permissions cannot be denied to it",
+)
+def test_unwritable_data_dir(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert "not writable" in problems(good(tmp_path, DATA_DIR=str(locked / "data")))[0]
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    assert "is not a folder" in problems(good(tmp_path, DATA_DIR=str(tmp_path / "file" / "d")))[0]
+
+
+def test_secrets_are_masked_in_repr_and_describe(tmp_path):
+    config = config_from_values(good(tmp_path, SFTP_PW="sftp-pass-123"))
+    assert "s3cret" not in repr(config) and "sftp-pass" not in repr(config)
+    shown = describe(config)
+    assert shown["client_secret"] == "***" and shown["sftp_password"] == "***"
+    assert set(config.secrets()) == {"s3cret-Value~xyz", "sftp-pass-123"}
+
+
+def test_secret_values_never_appear_in_error_messages(tmp_path):
+    found = problems(good(tmp_path, CLIENT_ID="bad", SFTP_PW="hunter2-pass", HOST="h"))
+    assert "hunter2" not in "\n".join(found) and "s3cret" not in "\n".join(found)
+
+
+def test_env_file_lookup_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="Copy .env.sample to .env"):
+        find_env_file(None)
+    (tmp_path / ".env").write_text("EMAIL_ID=cwd@example.com\n")
+    assert find_env_file(None) == tmp_path / ".env"
+    exe_dir = tmp_path / "exe"
+    exe_dir.mkdir()
+    (exe_dir / ".env").write_text("EMAIL_ID=exe@example.com\n")
+    monkeypatch.setattr(sys, "frozen", True, raising=False)
+    monkeypatch.setattr(sys, "executable", str(exe_dir / "fund_mail_once.exe"))
+    assert find_env_file(None) == exe_dir / ".env"
+    explicit = tmp_path / "other.env"
+    explicit.write_text("")
+    assert find_env_file(str(explicit)) == explicit
+    with pytest.raises(ConfigError, match="no such file"):
+        find_env_file(str(tmp_path / "nope.env"))
+
+
+def test_load_config_reads_dotenv_with_quotes_and_comments(tmp_path):
+    env = tmp_path / ".env"
+    lines = [f'{k}="{v}"' for k, v in good(tmp_path).items()] + [
+        "# a comment",
+        "OVERLAP_MINUTES=45",
+    ]
+    env.write_text("\n".join(lines), encoding="utf-8")
+    config = load_config(str(env))
+    assert config.overlap_minutes == 45 and config.email_id == "fund@example.com"

@@ -1,0 +1,153 @@
+"""The Graph client's transport policy, measured from the emulator's request log."""
+
+import dataclasses
+import itertools
+import threading
+from datetime import timedelta
+
+import pytest
+
+from fund_mail.auth import TokenProvider
+from fund_mail.emulator import file_attachment
+from fund_mail.errors import AccessDeniedError, GraphError
+from fund_mail.graph import GraphClient, GraphRetry
+
+LIST_FILTER = "receivedDateTime ge 2000-01-01T00:00:00Z and isDraft eq false"
+
+
+@pytest.fixture
+def client(config):
+    return GraphClient(config, TokenProvider(config), backoff=0.01)
+
+
+def all_messages(client, page_size=1000):
+    return [m for page in client.fetch_message_pages(LIST_FILTER, page_size) for m in page]
+
+
+def test_fractional_retry_after_is_parsed():
+    assert GraphRetry().parse_retry_after("2.128") == pytest.approx(2.128)
+    assert GraphRetry().parse_retry_after("3") == 3
+
+
+def test_429_waits_at_least_retry_after(client, graph, now):
+    graph.mailbox.add_message(now)
+    graph.add_fault("throttle", target="list", times=2, retry_after="0.4")
+    assert len(all_messages(client)) == 1
+    lists = graph.records("list")
+    assert [r.status for r in lists] == [429, 429, 200]
+    for throttled, retry in itertools.pairwise(lists):
+        assert retry.started - throttled.finished >= float(throttled.retry_after)
+
+
+def test_503_and_504_are_retried(client, graph, now):
+    graph.mailbox.add_message(now)
+    graph.add_fault("unavailable", target="list", times=1, retry_after="0.05")
+    graph.add_fault("gateway_timeout", target="list", times=1)
+    assert len(all_messages(client)) == 1
+    assert [r.status for r in graph.records("list")] == [503, 504, 200]
+
+
+def test_throttling_that_never_ends_is_an_error_not_a_hang(client, graph, now):
+    graph.add_fault("throttle", target="list", times=None, retry_after="0")
+    with pytest.raises(GraphError, match="429"):
+        all_messages(client)
+
+
+def test_connection_reset_mid_body_is_retried(client, graph, now):
+    graph.mailbox.add_message(now)
+    graph.add_fault("reset", target="list", times=2)
+    assert len(all_messages(client)) == 1
+    assert len(graph.records("list")) == 3
+
+
+def test_slow_response_beyond_the_timeout_is_retried(graph, config, now):
+    config = dataclasses.replace(config, http_timeout=1.0)
+    client = GraphClient(config, TokenProvider(config), backoff=0.01)
+    graph.mailbox.add_message(now)
+    graph.add_fault("slow", target="list", times=1, delay=2.5)
+    assert len(all_messages(client)) == 1
+    assert len(graph.records("list")) == 2
+
+
+def test_expired_token_mid_run_is_renewed_once(client, graph, now):
+    graph.mailbox.add_message(now)
+    all_messages(client)
+    graph.expire_tokens()
+    assert len(all_messages(client)) == 1
+    statuses = [(r.target, r.status) for r in graph.records() if r.target != "discovery"]
+    assert statuses[-3:] == [("list", 401), ("token", 200), ("list", 200)]
+
+
+def test_token_is_reused_within_its_lifetime(client, graph, now):
+    graph.mailbox.add_message(now)
+    for _ in range(3):
+        all_messages(client)
+    assert len(graph.records("token")) == 1
+
+
+def test_short_lived_tokens_are_renewed_before_expiry(graph, config, now):
+    graph.token_lifetime = 290  # under msal's 5-minute refresh margin: renewed every call
+    client = GraphClient(config, TokenProvider(config), backoff=0.01)
+    graph.mailbox.add_message(now)
+    all_messages(client)
+    all_messages(client)
+    assert len(graph.records("token")) == 2
+    assert all(r.status == 200 for r in graph.records("list"))
+
+
+def test_at_most_four_requests_in_flight(graph, config, now, tmp_path):
+    graph.latency = 0.05
+    graph.concurrency_limit = 4
+    message = graph.mailbox.add_message(
+        now, attachments=[file_attachment(f"{i}.bin", bytes([i]) * 100) for i in range(20)]
+    )
+    client = GraphClient(config, TokenProvider(config), backoff=0.01)
+    threads = [
+        threading.Thread(
+            target=client.download_attachment,
+            args=(message.immutable_id, a.id, tmp_path / f"{i}.bin"),
+        )
+        for i, a in enumerate(message.attachments)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert graph.max_in_flight == 4
+    assert all(r.status == 200 for r in graph.records("attachment"))
+    assert sorted(p.stat().st_size for p in tmp_path.glob("*.bin")) == [100] * 20
+
+
+def test_access_denied_explains_the_fix(client, graph):
+    graph.deny_access = True
+    with pytest.raises(AccessDeniedError, match="ApplicationAccessPolicy"):
+        all_messages(client)
+
+
+def test_every_request_carries_the_preferences(client, graph, now):
+    graph.mailbox.add_message(now)
+    all_messages(client)
+    record = graph.records("list")[0]
+    assert record.query["$orderby"] == "receivedDateTime desc"
+    assert record.query["$top"] == "1000"
+    assert record.query["$expand"].startswith("attachments($select=")
+    assert "contentBytes" not in record.query["$expand"]
+
+
+def test_download_streams_to_disk_and_leaves_no_partial_file(client, graph, now, tmp_path):
+    message = graph.mailbox.add_message(
+        now, attachments=[file_attachment("big.bin", synthetic_size=5 * 1024 * 1024 + 7)]
+    )
+    graph.add_fault("reset", target="attachment", times=1)
+    size = client.download_attachment(
+        message.immutable_id, message.attachments[0].id, tmp_path / "big.bin"
+    )
+    assert size == (tmp_path / "big.bin").stat().st_size == 5 * 1024 * 1024 + 7
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("big")] == ["big.bin"]
+
+
+def test_list_follows_next_links(client, graph, now):
+    for i in range(25):
+        graph.mailbox.add_message(now - timedelta(seconds=i))
+    assert len(all_messages(client, page_size=10)) == 25
+    assert len(graph.records("list")) == 3
