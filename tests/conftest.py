@@ -11,6 +11,7 @@ import pytest
 
 from fund_mail.config import Config, config_from_values
 from fund_mail.emulator import GraphEmulator
+from tests.sftp_servers import AsyncSftpServer
 
 
 @pytest.fixture
@@ -40,3 +41,18 @@ def env_file(graph: GraphEmulator, data_dir: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
+
+
+@pytest.fixture
+def sftp_server(tmp_path: Path) -> Iterator[AsyncSftpServer]:
+    server = AsyncSftpServer(tmp_path / "sftp-root").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sftp_config(graph: GraphEmulator, data_dir: Path, sftp_server, tmp_path: Path) -> Config:
+    """fund_mail configured for the emulator and the in-process SFTP server."""
+    values = graph.env_values(data_dir, RETRY_BACKOFF="0.05")
+    values.update(sftp_server.env(tmp_path / "known_hosts"))
+    return config_from_values(values)

@@ -9,11 +9,17 @@ import sys
 from collections.abc import Callable
 
 from fund_mail.config import Config, load_config
+from fund_mail.engine import RunResult
 from fund_mail.errors import ExitCode, FundMailError, UsageError
 from fund_mail.logs import REDACTOR, setup_logging
 from fund_mail.version import __version__
 
 log = logging.getLogger("fund_mail.cli")
+
+EXIT_CODES_HELP = (
+    "Exit codes: 0 ok, 1 run or upload failed, 2 configuration or arguments, 3 locked, "
+    "4 sign-in, 5 mailbox access denied, 6 state file unreadable."
+)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -35,17 +41,21 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def once_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fund_mail_once",
-        description="Archive the mail that arrived since the last run into a new SQLite file.",
-        epilog="Exit codes: 0 ok, 1 run failed, 2 configuration, 3 locked, 4 sign-in, "
-        "5 mailbox access denied, 6 state file unreadable.",
+        description="Archive the mail that arrived since the last run into a new SQLite file, "
+        "then deliver it to the SFTP server.",
+        epilog=EXIT_CODES_HELP,
     )
     _common(parser)
     parser.add_argument(
         "--since",
         metavar="DATETIME",
-        help="archive everything received since then (e.g. 2025-06-30T09:00; "
-        "local TIMEZONE unless it has an offset); already archived mail "
-        "is skipped",
+        help="archive everything received since then (e.g. 2025-06-30T09:00, in TIMEZONE "
+        "unless it has an offset); mail already archived is skipped",
+    )
+    parser.add_argument(
+        "--upload-only",
+        action="store_true",
+        help="deliver the queued archives to the SFTP server without fetching mail",
     )
     parser.add_argument(
         "--demo",
@@ -53,6 +63,11 @@ def once_parser() -> argparse.ArgumentParser:
         help="run the real pipeline against the built-in Graph emulator",
     )
     return parser
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+    log.debug(line)
 
 
 def _run(command: str, args: argparse.Namespace, work: Callable[[Config], int]) -> int:
@@ -67,11 +82,51 @@ def _run(command: str, args: argparse.Namespace, work: Callable[[Config], int]) 
         log.error("%s", e)
         return int(e.exit_code)
     except KeyboardInterrupt:
-        log.error("Interrupted; nothing was committed that a later run cannot finish")
+        log.error("Interrupted; the next run finishes or redoes whatever this one left open")
         return int(ExitCode.RUN_FAILED)
     except Exception as e:  # noqa: BLE001 - last line of defence: log it, exit non-zero
         log.exception("Unexpected error: %s: %s", type(e).__name__, e)
         return int(ExitCode.RUN_FAILED)
+
+
+def _recorded(command: str, config: Config, body: Callable[[], RunResult | None]) -> int:
+    """Run body and keep its outcome in the run history that --status shows."""
+    from fund_mail.engine import record_run
+    from fund_mail.index import utc_now_text
+
+    started = utc_now_text()
+    try:
+        result = body()
+    except FundMailError as e:
+        record_run(config, command, started, int(e.exit_code), str(e), getattr(e, "result", None))
+        raise
+    except Exception as e:
+        record_run(
+            config, command, started, int(ExitCode.RUN_FAILED), f"{type(e).__name__}: {e}", None
+        )
+        raise
+    record_run(config, command, started, int(ExitCode.OK), "", result)
+    return int(ExitCode.OK)
+
+
+def deliver_after(
+    command: str, config: Config, args: argparse.Namespace, result: RunResult | None
+) -> None:
+    """Upload the outbox unless uploads are off. A failure raises DeliveryError (exit 1)."""
+    from fund_mail.engine import deliver
+
+    if not config.upload_enabled or args.no_upload:
+        log.warning(
+            "Upload is off (%s): archives stay queued in DATA_DIR",
+            "--no-upload" if args.no_upload else "HOST is empty",
+        )
+        return
+    try:
+        report = deliver(config)
+    except FundMailError as e:
+        e.result = result  # the archive itself succeeded: keep its counts in the history
+        raise
+    _say(f"{command}: {report.summary()}")
 
 
 def once_main(argv: list[str] | None = None) -> int:
@@ -91,24 +146,27 @@ def once_main(argv: list[str] | None = None) -> int:
                 since = parse_datetime_arg(args.since, config.tz)
             except ValueError as e:
                 raise UsageError(
-                    f"--since {args.since!r} is not a date or date-time such as "
-                    "2025-06-30 or 2025-06-30T09:00"
+                    f"--since {args.since!r} is not a date or date-time such as 2025-06-30 or "
+                    "2025-06-30T09:00"
                 ) from e
-        if not config.upload_enabled or args.no_upload:
-            log.warning(
-                "Upload is off (%s): archives stay queued in DATA_DIR",
-                "--no-upload" if args.no_upload else "HOST is empty",
-            )
-        result = run_once(config, since=since)
-        print(result.summary("fund_mail_once"))
-        log.debug(result.summary("fund_mail_once"))
-        return int(ExitCode.OK)
+
+        def body() -> RunResult | None:
+            result = None
+            if not args.upload_only:
+                result = run_once(config, since=since)
+                _say(result.summary("fund_mail_once"))
+            deliver_after("fund_mail_once", config, args, result)
+            return result
+
+        return _recorded("fund_mail_once", config, body)
 
     return _run("fund_mail_once", args, work)
 
 
 def one_day_main(argv: list[str] | None = None) -> int:
-    raise SystemExit("fund_mail_one_day is not available yet")
+    from fund_mail.one_day import main
+
+    return main(argv)
 
 
 ENTRY_POINTS = {"fund_mail_once": once_main, "fund_mail_one_day": one_day_main}

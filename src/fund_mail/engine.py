@@ -16,10 +16,12 @@ from pathlib import Path
 from fund_mail import attachments, crashpoints
 from fund_mail.auth import TokenProvider
 from fund_mail.config import Config
+from fund_mail.delivery import DeliveryReport, deliver_queue
 from fund_mail.errors import StateError
 from fund_mail.folders import FolderPaths
 from fund_mail.graph import GraphClient
 from fund_mail.index import ArchiveIndex
+from fund_mail.logs import REDACTOR
 from fund_mail.state import Cursor, RunLock, read_cursor, set_aside, write_cursor
 from fund_mail.store import ArchiveDb
 from fund_mail.transform import graph_time, message_row, parse_graph_time
@@ -203,10 +205,17 @@ def run_once(config: Config, since: datetime | None = None, client: GraphClient 
             if cursor is None and since is None:
                 cursor = establish_baseline(client, index, config)
                 write_cursor(config.data_dir, cursor, config.tz)
-                log.info(
-                    "Baseline recorded at %s; mail after it will be archived",
-                    graph_time(cursor.last_fetch_time),
-                )
+                if cursor.last_email_id:
+                    log.info(
+                        "Baseline recorded at %s (%s); mail after it will be archived",
+                        graph_time(cursor.last_fetch_time),
+                        cursor.title,
+                    )
+                else:
+                    log.info(
+                        "Baseline recorded: the mailbox is empty, so all mail that "
+                        "arrives from now on will be archived"
+                    )
                 return RunResult(
                     baseline=True, seconds=time.monotonic() - started, requests=client.requests_made
                 )
@@ -263,3 +272,45 @@ def day_bounds(day: date, config: Config) -> tuple[datetime, datetime]:
     start = datetime.combine(day, datetime.min.time(), tzinfo=config.tz)
     end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=config.tz)
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def deliver(config: Config) -> DeliveryReport:
+    """Deliver everything queued in the outbox (oldest first)."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    index = ArchiveIndex(config.data_dir)
+    try:
+        return deliver_queue(config, index)
+    finally:
+        index.close()
+
+
+def record_run(
+    config: Config,
+    command: str,
+    started_at: str,
+    exit_code: int,
+    error: str,
+    result: RunResult | None,
+) -> None:
+    """Keep the run in the history that --status shows. Never fails the run itself."""
+    if not config.data_dir.is_dir():
+        return
+    try:
+        index = ArchiveIndex(config.data_dir)
+        try:
+            result = result or RunResult()
+            db_file = index.relative(result.db_path) if result.db_path else ""
+            index.record_run(
+                command,
+                started_at,
+                exit_code,
+                REDACTOR.redact(error),
+                result.messages,
+                result.attachments,
+                result.bytes,
+                db_file,
+            )
+        finally:
+            index.close()
+    except Exception as e:  # noqa: BLE001 - history is a convenience, the archive is not at stake
+        log.warning("Could not record the run in the history: %s", e)

@@ -238,26 +238,32 @@ class ArchiveIndex:
             )
 
     # -- run history -----------------------------------------------------------------------
-    def start_run(self, command: str) -> int:
-        with self.transaction() as conn:
-            cursor = conn.execute(
-                "INSERT INTO runs (command, started_at) VALUES (?, ?)", (command, utc_now_text())
-            )
-            return int(cursor.lastrowid)
-
-    def finish_run(self, run_id: int, exit_code: int, error: str = "", **counts: int | str) -> None:
-        assignments = "".join(f", {k} = :{k}" for k in counts)
+    def record_run(
+        self,
+        command: str,
+        started_at: str,
+        exit_code: int,
+        error: str = "",
+        messages: int = 0,
+        attachments: int = 0,
+        size: int = 0,
+        db_file: str = "",
+    ) -> None:
         with self.transaction() as conn:
             conn.execute(
-                f"UPDATE runs SET finished_at = :finished, exit_code = :code, error = :error"
-                f"{assignments} WHERE id = :id",
-                {
-                    "finished": utc_now_text(),
-                    "code": exit_code,
-                    "error": error[:1000],
-                    "id": run_id,
-                    **counts,
-                },
+                "INSERT INTO runs (command, started_at, finished_at, exit_code, messages, "
+                "attachments, bytes, db_file, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    command,
+                    started_at,
+                    utc_now_text(),
+                    exit_code,
+                    messages,
+                    attachments,
+                    size,
+                    db_file,
+                    error[:1000],
+                ),
             )
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:

@@ -208,7 +208,11 @@ class GraphEmulator:
             return record
 
     def _end(self, record: RequestRecord, status: int, retry_after: str | None) -> None:
+        """Close a record; called just before the last bytes go out, so that a client which
+        reacts to the response always finds its request finished and no longer in flight."""
         with self._lock:
+            if record.finished:
+                return
             if record.target not in ("token", "discovery"):
                 self._in_flight -= 1
             record.finished = time.monotonic()
@@ -297,7 +301,7 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         target = _classify(segments)
         record = self.emulator._begin(method, split.path, query, target)
-        self._status, self._retry_after = 0, None
+        self._record, self._status, self._retry_after = record, 0, None
         try:
             if self.emulator.latency:
                 time.sleep(self.emulator.latency)
@@ -356,9 +360,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self._status = 200
+            self._finish()
             self.wfile.write(body[: len(body) // 3])
             self.wfile.flush()
-            self._status = 200
             self.close_connection = True
             try:
                 self.request.shutdown(socket.SHUT_RDWR)
@@ -382,8 +387,11 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self._finish()
+        self.wfile.write(body)
+
+    def _finish(self) -> None:
+        self.emulator._end(self._record, self._status, self._retry_after)
 
     def _json(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
         self._send(
@@ -604,8 +612,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(attachment.value_length()))
         self.end_headers()
+        pending = None
         for chunk in attachment.chunks():
-            self.wfile.write(chunk)
+            if pending is not None:
+                self.wfile.write(pending)
+            pending = chunk
+        self._finish()
+        self.wfile.write(pending or b"")
 
     def _list_messages(self, ctx: _Context, split, folder: Folder | None) -> None:
         query = ctx.query

@@ -1,0 +1,312 @@
+"""Delivery of archive DBs and their attachments to the SFTP server, from the local outbox.
+
+Every file goes up under a temporary name, is checked by size, then renamed into place, so a
+final name on the server always means a complete file. Attachments go first and the DB last:
+a DB on the server means all of its files are there. Nothing leaves the outbox until it landed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import posixpath
+import socket
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from fund_mail import crashpoints
+from fund_mail.config import Config
+from fund_mail.errors import DeliveryError, LockedError
+from fund_mail.index import ArchiveIndex
+from fund_mail.state import RunLock
+
+log = logging.getLogger(__name__)
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """SHA256:... exactly as `ssh-keygen -lf` prints it."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def _known_hosts_path(config: Config) -> Path:
+    return Path(config.sftp_known_hosts or Path.home() / ".ssh" / "known_hosts")
+
+
+def _load_known_hosts(path: Path) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    if path.is_file():
+        try:
+            keys.load(str(path))
+        except (OSError, paramiko.SSHException) as e:
+            raise DeliveryError(f"Cannot read the known_hosts file {path}: {e}") from e
+    return keys
+
+
+def verify_host_key(config: Config, key: paramiko.PKey) -> None:
+    """Refuse an unknown or changed server key before anything is sent."""
+    offered = fingerprint(key)
+    name = known_hosts_name(config.sftp_host, config.sftp_port)
+    if config.sftp_host_key:
+        if offered != config.sftp_host_key:
+            raise DeliveryError(
+                f"SFTP HOST KEY MISMATCH for {name}: the server offered {key.get_name()} "
+                f"{offered}, but SFTP_HOST_KEY pins {config.sftp_host_key}. Someone may be "
+                "intercepting the connection, or the server's key was replaced. Nothing was sent. "
+                "Confirm the new fingerprint with the server's administrator before changing "
+                "SFTP_HOST_KEY."
+            )
+        return
+    path = _known_hosts_path(config)
+    entries = _load_known_hosts(path).lookup(name) or {}
+    known = entries.get(key.get_name())
+    if known is None and entries:
+        # The host is known under other key types only: still a change worth refusing loudly.
+        raise DeliveryError(
+            f"SFTP HOST KEY MISMATCH for {name}: {path} lists {', '.join(entries)} keys, but the "
+            f"server offered {key.get_name()} {offered}. Nothing was sent."
+        )
+    if known is None:
+        raise DeliveryError(
+            f"The SFTP server {name} is not known: it offered {key.get_name()} key {offered}. "
+            "Nothing was sent. After confirming this fingerprint with the server's "
+            f"administrator, add this line to {path}:\n"
+            f"{name} {key.get_name()} {key.get_base64()}\n"
+            f"or set SFTP_HOST_KEY={offered} in .env."
+        )
+    if known != key:
+        raise DeliveryError(
+            f"SFTP HOST KEY MISMATCH for {name}: the server offered {key.get_name()} {offered}, "
+            f"but {path} has {fingerprint(known)}. Someone may be intercepting the connection, or "
+            "the server's key was replaced. Nothing was sent."
+        )
+
+
+def _preferred_key_types(config: Config) -> list[str]:
+    """Ask for the key types known_hosts has, as OpenSSH does, so a known host is not refused
+    merely because the server would have preferred another of its keys."""
+    if config.sftp_host_key:
+        return []
+    name = known_hosts_name(config.sftp_host, config.sftp_port)
+    return list((_load_known_hosts(_known_hosts_path(config)).lookup(name) or {}).keys())
+
+
+def _private_key(config: Config) -> paramiko.PKey:
+    try:
+        return paramiko.PKey.from_path(
+            config.sftp_key_file, password=config.sftp_key_passphrase or None
+        )
+    except (paramiko.SSHException, OSError, ValueError) as e:
+        raise DeliveryError(
+            f"SFTP_KEY_FILE {config.sftp_key_file} cannot be used ({type(e).__name__}): check "
+            "the file and SFTP_KEY_PASSPHRASE."
+        ) from e
+
+
+def connect(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
+    """Connect, verify the host key, then authenticate; raise DeliveryError with the fix."""
+    where = f"{config.sftp_host}:{config.sftp_port}"
+    try:
+        sock = socket.create_connection(
+            (config.sftp_host, config.sftp_port), timeout=config.sftp_timeout
+        )
+    except OSError as e:
+        raise DeliveryError(f"Cannot reach the SFTP server {where}: {e}") from e
+    transport = paramiko.Transport(sock)
+    transport.banner_timeout = transport.auth_timeout = config.sftp_timeout
+    try:
+        preferred = _preferred_key_types(config)
+        if preferred:
+            options = transport.get_security_options()
+            options.key_types = [t for t in options.key_types if t in preferred] or preferred
+        transport.start_client(timeout=config.sftp_timeout)
+        verify_host_key(config, transport.get_remote_server_key())
+        if config.sftp_key_file:
+            transport.auth_publickey(config.sftp_user, _private_key(config))
+        else:
+            transport.auth_password(config.sftp_user, config.sftp_password)
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        sftp.get_channel().settimeout(config.sftp_timeout)
+        return transport, sftp
+    except DeliveryError:
+        transport.close()
+        raise
+    except paramiko.AuthenticationException as e:
+        transport.close()
+        raise DeliveryError(
+            f"SFTP login as {config.sftp_user!r} on {where} was refused: check SFTP_ID and "
+            f"{'SFTP_KEY_FILE' if config.sftp_key_file else 'SFTP_PW'}."
+        ) from e
+    except (paramiko.SSHException, OSError, EOFError) as e:
+        transport.close()
+        raise DeliveryError(f"SFTP connection to {where} failed: {type(e).__name__}: {e}") from e
+    except BaseException:
+        transport.close()
+        raise
+
+
+@dataclass
+class DeliveryReport:
+    delivered_dbs: int = 0
+    delivered_files: int = 0
+    bytes: int = 0
+    queued_dbs: int = 0
+    queued_files: int = 0
+
+    def summary(self) -> str:
+        text = f"delivered {self.delivered_dbs} DB(s) and {self.delivered_files} file(s)"
+        if self.queued_dbs:
+            text += f"; {self.queued_dbs} DB(s) with {self.queued_files} file(s) still queued"
+        return text
+
+
+class Uploader:
+    def __init__(self, config: Config, sftp: paramiko.SFTPClient) -> None:
+        self.config = config
+        self.sftp = sftp
+        self._made: set[str] = set()
+
+    def makedirs(self, remote_dir: str) -> None:
+        if remote_dir in self._made or remote_dir in ("", "/"):
+            return
+        try:
+            self.sftp.stat(remote_dir)
+        except FileNotFoundError:
+            self.makedirs(posixpath.dirname(remote_dir))
+            try:
+                self.sftp.mkdir(remote_dir)
+            except OSError as e:
+                raise DeliveryError(
+                    f"Cannot create {remote_dir} on the SFTP server ({e}): check SFTP_BASE_DIR "
+                    "and that the account may write there."
+                ) from e
+        self._made.add(remote_dir)
+
+    def put(self, local: Path, remote: str) -> int:
+        """Upload under a temporary name, check the size, rename into place. Idempotent."""
+        size = local.stat().st_size
+        try:
+            if self.sftp.stat(remote).st_size == size:
+                return 0  # already delivered by an earlier, interrupted run
+        except FileNotFoundError:
+            pass
+        self.makedirs(posixpath.dirname(remote))
+        temporary = posixpath.join(
+            posixpath.dirname(remote), f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
+        )
+
+        def progress(sent: int, total: int) -> None:
+            if total and sent >= total // 2:
+                crashpoints.reached("upload-partial")
+
+        try:
+            with open(local, "rb") as source:
+                self.sftp.putfo(source, temporary, file_size=size, callback=progress, confirm=False)
+            landed = self.sftp.stat(temporary).st_size
+            if landed != size:
+                raise DeliveryError(
+                    f"{remote}: {landed} bytes arrived, {size} were sent (the server may be out "
+                    "of disk space or refusing writes)"
+                )
+            self._rename(temporary, remote)
+        except OSError as e:
+            self._remove_quietly(temporary)
+            raise DeliveryError(f"Upload of {local.name} to {remote} failed: {e}") from e
+        except BaseException:
+            self._remove_quietly(temporary)
+            raise
+        return size
+
+    def _rename(self, temporary: str, remote: str) -> None:
+        try:
+            self.sftp.posix_rename(temporary, remote)
+        except OSError:
+            # No posix-rename extension: a plain SFTP rename refuses to overwrite.
+            self._remove_quietly(remote)
+            self.sftp.rename(temporary, remote)
+
+    def _remove_quietly(self, remote: str) -> None:
+        try:
+            self.sftp.remove(remote)
+        except (OSError, paramiko.SSHException, EOFError):
+            pass
+
+
+def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
+    """(local path, path relative to the base dir) for each attachment of a DB, then the DB."""
+    db_path = data_dir / db_relative
+    with sqlite3.connect(f"file:{db_path.as_posix()}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
+        ).fetchall()
+    files = [(data_dir / folder / name, f"{folder}/{name}") for folder, name in rows]
+    return files + [(db_path, db_relative)]
+
+
+def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
+    """Deliver every queued DB, oldest first; raise DeliveryError (queue kept) on failure."""
+    report = DeliveryReport()
+    lock = RunLock(config.data_dir / "fund_mail_delivery.lock", "delivery")
+    try:
+        lock.__enter__()
+    except LockedError:
+        # That run re-reads the queue until it is empty, so it delivers our DB too.
+        log.info("Another run is delivering the queue; it will deliver this run's DB too")
+        report.queued_dbs = len(index.queued())
+        return report
+    try:
+        if not index.queued():
+            return report
+        transport, sftp = connect(config)
+        try:
+            uploader = Uploader(config, sftp)
+            delivered: set[str] = set()
+            while pending := [d for d in index.queued() if d not in delivered]:
+                for db_relative in pending:
+                    _deliver_one(config, index, uploader, db_relative, report)
+                    delivered.add(db_relative)
+        finally:
+            transport.close()
+        return report
+    except DeliveryError as e:
+        queued = index.queued()
+        report.queued_dbs = len(queued)
+        report.queued_files = sum(len(files_of(config.data_dir, d)) for d in queued)
+        raise DeliveryError(
+            f"{e}\nDelivery stopped: {report.summary()}. The archive is safe "
+            "locally and the next run delivers the queue."
+        ) from e
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _deliver_one(
+    config: Config,
+    index: ArchiveIndex,
+    uploader: Uploader,
+    db_relative: str,
+    report: DeliveryReport,
+) -> None:
+    try:
+        files = files_of(config.data_dir, db_relative)
+        for local, relative in files:
+            report.bytes += uploader.put(local, posixpath.join(config.sftp_base_dir, relative))
+    except DeliveryError as e:
+        index.mark_failed(db_relative, str(e))
+        raise
+    except (OSError, sqlite3.Error, paramiko.SSHException, EOFError) as e:
+        index.mark_failed(db_relative, str(e))
+        raise DeliveryError(f"Delivery of {db_relative} failed: {type(e).__name__}: {e}") from e
+    index.mark_delivered(db_relative)
+    report.delivered_dbs += 1
+    report.delivered_files += len(files)
+    log.info("Delivered %s with %d attachment file(s)", db_relative, len(files) - 1)
