@@ -5,12 +5,24 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
+from datetime import date, datetime, timedelta
 
 from fund_mail.config import Config, load_config
 from fund_mail.engine import RunResult
-from fund_mail.errors import ExitCode, FundMailError, UsageError
+from fund_mail.errors import (
+    AccessDeniedError,
+    AuthError,
+    ConfigError,
+    ExitCode,
+    FundMailError,
+    LockedError,
+    RunFailed,
+    StateError,
+    UsageError,
+)
 from fund_mail.logs import REDACTOR, setup_logging
 from fund_mail.version import __version__
 
@@ -163,10 +175,152 @@ def once_main(argv: list[str] | None = None) -> int:
     return _run("fund_mail_once", args, work)
 
 
-def one_day_main(argv: list[str] | None = None) -> int:
-    from fund_mail.one_day import main
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+SYSTEMIC = (AuthError, AccessDeniedError, ConfigError, LockedError, StateError)
 
-    return main(argv)
+
+def one_day_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fund_mail_one_day",
+        description="Archive whole days of mail, [00:00, 24:00) in TIMEZONE, into one DB per "
+        "day, then deliver them. The incremental cursor is never read or moved.",
+        epilog=EXIT_CODES_HELP,
+    )
+    _common(parser)
+    parser.add_argument(
+        "--date", metavar="YYYY-MM-DD", help="the day to archive (default: today in TIMEZONE)"
+    )
+    parser.add_argument(
+        "--from", dest="date_from", metavar="YYYY-MM-DD", help="first day of a range (with --to)"
+    )
+    parser.add_argument(
+        "--to", dest="date_to", metavar="YYYY-MM-DD", help="last day of a range, included"
+    )
+    return parser
+
+
+def parse_day(text: str, option: str) -> date:
+    try:
+        if not DATE_RE.match(text):
+            raise ValueError(text)
+        return date.fromisoformat(text)
+    except ValueError as e:
+        raise UsageError(f"{option} {text!r} is not a date: use YYYY-MM-DD, e.g. 2025-06-30") from e
+
+
+def days_to_archive(args: argparse.Namespace, today: date) -> list[date]:
+    """The days named by --date or --from/--to; UsageError (exit 2) for anything odd."""
+    if args.date and (args.date_from or args.date_to):
+        raise UsageError("use either --date or --from/--to, not both")
+    if bool(args.date_from) != bool(args.date_to):
+        raise UsageError("--from and --to go together: --from 2025-01-01 --to 2025-03-31")
+    if args.date_from:
+        first, last = parse_day(args.date_from, "--from"), parse_day(args.date_to, "--to")
+        if first > last:
+            raise UsageError(f"--from {first} is after --to {last}: swap them")
+    else:
+        first = last = parse_day(args.date, "--date") if args.date else today
+    if last > today:
+        raise UsageError(
+            f"{last} is in the future (today is {today} in TIMEZONE): pick a day up to today"
+        )
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+class _Progress:
+    """A tqdm bar on an interactive terminal, plain log lines otherwise."""
+
+    def __init__(self, days: list[date]) -> None:
+        self.bar = None
+        self.day = days[0]
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=len(days) if len(days) > 1 else None,
+                unit="day" if len(days) > 1 else "msg",
+                file=sys.stderr,
+            )
+        self.listed = 0
+
+    def start(self, day: date) -> None:
+        self.day, self.listed = day, 0
+
+    def page(self, count: int) -> None:
+        self.listed += count
+        if self.bar is None:
+            log.info("%s: %d messages listed so far", self.day, self.listed)
+        elif self.bar.unit == "msg":
+            self.bar.update(count)
+        else:
+            self.bar.set_postfix_str(f"{self.day} {self.listed} msgs")
+
+    def done(self) -> None:
+        if self.bar is not None and self.bar.unit == "day":
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def one_day_main(argv: list[str] | None = None) -> int:
+    args = one_day_parser().parse_args(argv)
+
+    def work(config: Config) -> int:
+        from fund_mail.engine import run_day
+
+        days = days_to_archive(args, datetime.now(config.tz).date())
+
+        def body() -> RunResult:
+            total, failed = RunResult(), []
+            delivery_error: FundMailError | None = None
+            progress = _Progress(days)
+            try:
+                for day in days:
+                    progress.start(day)
+                    try:
+                        result = run_day(config, day, on_page=progress.page)
+                    except SYSTEMIC:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - one bad day must not stop a range
+                        log.error("%s failed: %s", day, e)
+                        failed.append(day)
+                        continue
+                    finally:
+                        progress.done()
+                    _say(result.summary(f"fund_mail_one_day {day}"))
+                    total.messages += result.messages
+                    total.attachments += result.attachments
+                    total.bytes += result.bytes
+                    if result.db_path and delivery_error is None:
+                        try:
+                            deliver_after("fund_mail_one_day", config, args, result)
+                        except FundMailError as e:
+                            log.error("%s", e)
+                            delivery_error = e  # keep archiving; the outbox keeps the rest
+            finally:
+                progress.close()
+            if len(days) > 1:
+                _say(
+                    f"fund_mail_one_day: {len(days)} day(s) from {days[0]} to {days[-1]}, "
+                    f"{total.messages} messages, {total.attachments} attachments, "
+                    f"{len(failed)} failed"
+                )
+            if failed:
+                error = RunFailed(
+                    f"{len(failed)} day(s) failed: {', '.join(map(str, failed))}. Run them "
+                    "again with fund_mail_one_day --date YYYY-MM-DD."
+                )
+                error.result = total
+                raise error
+            if delivery_error is not None:
+                raise delivery_error
+            return total
+
+        return _recorded("fund_mail_one_day", config, body)
+
+    return _run("fund_mail_one_day", args, work)
 
 
 ENTRY_POINTS = {"fund_mail_once": once_main, "fund_mail_one_day": one_day_main}

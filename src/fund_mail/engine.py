@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -43,7 +44,7 @@ class RunResult:
     requests: int = 0
 
     def summary(self, command: str) -> str:
-        where = str(self.db_path) if self.db_path else "no new mail, no DB written"
+        where = str(self.db_path) if self.db_path else "no mail to archive, no DB written"
         if self.baseline:
             where = "baseline recorded, nothing archived"
         return (
@@ -147,6 +148,19 @@ class Newest:
             yield page
 
 
+@contextmanager
+def exclusive_index(config: Config, command: str, lock_name: str) -> Iterator[ArchiveIndex]:
+    """Hold the command's lock, open the index, and finish what a killed run left open."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(config.data_dir / f"{lock_name}.lock", lock_name):
+        index = ArchiveIndex(config.data_dir)
+        try:
+            index.recover(command)
+            yield index
+        finally:
+            index.close()
+
+
 def open_graph(config: Config) -> GraphClient:
     return GraphClient(config, TokenProvider(config), backoff=config.retry_backoff)
 
@@ -191,80 +205,72 @@ def run_once(config: Config, since: datetime | None = None, client: GraphClient 
     """One incremental run: archive everything new since the cursor, exactly once."""
     started = time.monotonic()
     run_time = datetime.now(config.tz)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(config.data_dir / "fund_mail_once.lock", "fund_mail_once"):
-        index = ArchiveIndex(config.data_dir)
-        try:
-            index.recover("once")
-            cursor = _load_cursor(config, since)
-            client = client or open_graph(config)
-            if cursor is None and since is None and index.has_archived():
-                email_id, received_utc = index.newest_archived()
-                log.warning("LAST_TIME.json is missing; resuming from the archive index")
-                cursor = Cursor(email_id, parse_graph_time(received_utc))
-            if cursor is None and since is None:
-                cursor = establish_baseline(client, index, config)
-                write_cursor(config.data_dir, cursor, config.tz)
-                if cursor.last_email_id:
-                    log.info(
-                        "Baseline recorded at %s (%s); mail after it will be archived",
-                        graph_time(cursor.last_fetch_time),
-                        cursor.title,
-                    )
-                else:
-                    log.info(
-                        "Baseline recorded: the mailbox is empty, so all mail that "
-                        "arrives from now on will be archived"
-                    )
-                return RunResult(
-                    baseline=True, seconds=time.monotonic() - started, requests=client.requests_made
-                )
-            if since is not None:
-                floor = scan_from = since
-                last_time = cursor.last_fetch_time if cursor else since
-            else:
-                if cursor.archive_floor is None and not index.has_archived():
-                    # A LAST_TIME.json from the previous tool: it archived up to its cursor.
-                    index.record_baseline(
-                        [(cursor.last_email_id, graph_time(cursor.last_fetch_time))]
-                    )
-                floor = cursor.archive_floor or cursor.last_fetch_time
-                last_time = cursor.last_fetch_time
-                scan_from = max(floor, last_time - timedelta(minutes=config.overlap_minutes))
-            newest = Newest()
-            pages = client.fetch_message_pages(
-                f"receivedDateTime ge {graph_time(scan_from)} and isDraft eq false",
-                config.page_size,
-            )
-            result = Archiver(config, client, index, "once").archive(
-                newest.track(pages),
-                accept=lambda m: received(m) >= floor,
-                day_folder=run_time.strftime("%Y_%m_%d"),
-                stem=run_time.strftime("fm_%Y_%m_%d_%H%M"),
-                dedupe=True,
-            )
-            crashpoints.reached("db-published")
-            # The DB is durable and recorded; only now may the cursor move.
-            if newest.message is not None and received(newest.message) >= last_time:
-                cursor = Cursor(
-                    newest.message["id"],
-                    received(newest.message),
-                    newest.message.get("subject") or "",
-                    floor,
-                )
-            else:
-                cursor = Cursor(
-                    cursor.last_email_id if cursor else "",
-                    last_time,
-                    cursor.title if cursor else "",
-                    floor,
-                )
+    with exclusive_index(config, "once", "fund_mail_once") as index:
+        cursor = _load_cursor(config, since)
+        client = client or open_graph(config)
+        if cursor is None and since is None and index.has_archived():
+            email_id, received_utc = index.newest_archived()
+            log.warning("LAST_TIME.json is missing; resuming from the archive index")
+            cursor = Cursor(email_id, parse_graph_time(received_utc))
+        if cursor is None and since is None:
+            cursor = establish_baseline(client, index, config)
             write_cursor(config.data_dir, cursor, config.tz)
-            result.seconds = time.monotonic() - started
-            result.requests = client.requests_made
-            return result
-        finally:
-            index.close()
+            if cursor.last_email_id:
+                log.info(
+                    "Baseline recorded at %s (%s); mail after it will be archived",
+                    graph_time(cursor.last_fetch_time),
+                    cursor.title,
+                )
+            else:
+                log.info(
+                    "Baseline recorded: the mailbox is empty, so all mail that "
+                    "arrives from now on will be archived"
+                )
+            return RunResult(
+                baseline=True, seconds=time.monotonic() - started, requests=client.requests_made
+            )
+        if since is not None:
+            floor = scan_from = since
+            last_time = cursor.last_fetch_time if cursor else since
+        else:
+            if cursor.archive_floor is None and not index.has_archived():
+                # A LAST_TIME.json from the previous tool: it archived up to its cursor.
+                index.record_baseline([(cursor.last_email_id, graph_time(cursor.last_fetch_time))])
+            floor = cursor.archive_floor or cursor.last_fetch_time
+            last_time = cursor.last_fetch_time
+            scan_from = max(floor, last_time - timedelta(minutes=config.overlap_minutes))
+        newest = Newest()
+        pages = client.fetch_message_pages(
+            f"receivedDateTime ge {graph_time(scan_from)} and isDraft eq false",
+            config.page_size,
+        )
+        result = Archiver(config, client, index, "once").archive(
+            newest.track(pages),
+            accept=lambda m: received(m) >= floor,
+            day_folder=run_time.strftime("%Y_%m_%d"),
+            stem=run_time.strftime("fm_%Y_%m_%d_%H%M"),
+            dedupe=True,
+        )
+        crashpoints.reached("db-published")
+        # The DB is durable and recorded; only now may the cursor move.
+        if newest.message is not None and received(newest.message) >= last_time:
+            cursor = Cursor(
+                newest.message["id"],
+                received(newest.message),
+                newest.message.get("subject") or "",
+                floor,
+            )
+        else:
+            cursor = Cursor(
+                cursor.last_email_id if cursor else "",
+                last_time,
+                cursor.title if cursor else "",
+                floor,
+            )
+        write_cursor(config.data_dir, cursor, config.tz)
+        result.seconds = time.monotonic() - started
+        result.requests = client.requests_made
+        return result
 
 
 def day_bounds(day: date, config: Config) -> tuple[datetime, datetime]:
@@ -272,6 +278,40 @@ def day_bounds(day: date, config: Config) -> tuple[datetime, datetime]:
     start = datetime.combine(day, datetime.min.time(), tzinfo=config.tz)
     end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=config.tz)
     return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def run_day(
+    config: Config,
+    day: date,
+    client: GraphClient | None = None,
+    on_page: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Archive every message received in one local day into its own DB.
+
+    It never reads or moves the incremental cursor and has its own lock, so it can run while
+    fund_mail_once runs on schedule. A day archived twice gets a second, complete DB.
+    """
+    started = time.monotonic()
+    run_time = datetime.now(config.tz)
+    with exclusive_index(config, "day", "fund_mail_one_day") as index:
+        client = client or open_graph(config)
+        start, end = day_bounds(day, config)
+        pages = client.fetch_message_pages(
+            f"receivedDateTime ge {graph_time(start)} and receivedDateTime lt "
+            f"{graph_time(end)} and isDraft eq false",
+            config.page_size,
+        )
+        result = Archiver(config, client, index, "day").archive(
+            pages,
+            accept=lambda m: start <= received(m) < end,
+            day_folder=day.strftime("%Y_%m_%d"),
+            stem=f"fm_{day.strftime('%Y_%m_%d')}_{run_time.strftime('%H%M')}",
+            dedupe=False,
+            on_page=on_page,
+        )
+        result.seconds = time.monotonic() - started
+        result.requests = client.requests_made
+        return result
 
 
 def deliver(config: Config) -> DeliveryReport:

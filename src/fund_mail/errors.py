@@ -65,5 +65,9 @@ class GraphError(FundMailError):
         self.code = code
 
 
+class RunFailed(FundMailError):
+    """Part of the work failed (for example some days of a range); the rest is done."""
+
+
 class DeliveryError(FundMailError):
     """The SFTP upload failed; the archive is safe locally and stays queued."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, unquote_plus, urlencode, urlsplit
 
 from fund_mail.emulator.mailbox import (
     ATTACHMENT_PROPERTIES,
@@ -55,14 +55,15 @@ class Fault:
     retry_after: str | None = None
     delay: float = 0.0
     path_contains: str = ""
+    query_contains: str = ""  # matched against the decoded query string
     fired: int = 0
 
-    def matches(self, target: str, path: str) -> bool:
+    def matches(self, target: str, path: str, query: str) -> bool:
         if self.times is not None and self.fired >= self.times:
             return False
         if self.target not in ("any", target):
             return False
-        return self.path_contains in path
+        return self.path_contains in path and self.query_contains in query
 
 
 @dataclass
@@ -219,10 +220,10 @@ class GraphEmulator:
             record.status = status
             record.retry_after = retry_after
 
-    def _take_fault(self, target: str, path: str) -> Fault | None:
+    def _take_fault(self, target: str, path: str, query: str) -> Fault | None:
         with self._lock:
             for fault in self.faults:
-                if fault.matches(target, path):
+                if fault.matches(target, path, query):
                     fault.fired += 1
                     return fault
         return None
@@ -305,7 +306,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.emulator.latency:
                 time.sleep(self.emulator.latency)
-            fault = self.emulator._take_fault(target, unquote(split.path))
+            fault = self.emulator._take_fault(
+                target, unquote(split.path), unquote_plus(split.query)
+            )
             if fault is not None:
                 record.fault = fault.kind
                 if self._apply_fault(fault):

@@ -1,0 +1,104 @@
+"""fund_mail_one_day's core: whole local days, independent of the incremental cursor."""
+
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from fund_mail.emulator import file_attachment
+from fund_mail.engine import day_bounds, run_day, run_once
+from fund_mail.errors import GraphError
+from tests.helpers import archived_rows
+
+DAY = date(2025, 6, 30)
+
+
+def at_kst(config, day, hour, minute=0, second=0):
+    return datetime(day.year, day.month, day.day, hour, minute, second, tzinfo=config.tz)
+
+
+def test_day_bounds_are_local_midnights(config):
+    start, end = day_bounds(DAY, config)
+    assert start == datetime(2025, 6, 29, 15, tzinfo=UTC)
+    assert end == datetime(2025, 6, 30, 15, tzinfo=UTC)
+
+
+def test_day_bounds_across_a_dst_change(config):
+    berlin = dataclasses.replace(config, timezone="Europe/Berlin")
+    start, end = day_bounds(date(2025, 3, 30), berlin)  # a 23-hour day
+    assert end - start == timedelta(hours=23)
+
+
+def test_messages_at_the_edges_land_on_the_right_day(config, graph):
+    previous = DAY - timedelta(days=1)
+    last_of_previous = graph.mailbox.add_message(at_kst(config, previous, 23, 59, 59))
+    first_of_day = graph.mailbox.add_message(at_kst(config, DAY, 0, 0, 0))
+    last_of_day = graph.mailbox.add_message(at_kst(config, DAY, 23, 59, 59))
+    first_of_next = graph.mailbox.add_message(at_kst(config, DAY + timedelta(days=1), 0, 0, 0))
+    result = run_day(config, DAY)
+    assert result.db_path.parent.name == "2025_06_30"
+    assert result.db_path.name.startswith("fm_2025_06_30_")
+    rows = {r["email_id"]: r for r in archived_rows(config.data_dir)}
+    assert set(rows) == {first_of_day.immutable_id, last_of_day.immutable_id}
+    assert rows[first_of_day.immutable_id]["kst_time"] == "2025-06-30 00:00:00"
+    assert rows[last_of_day.immutable_id]["kst_time"] == "2025-06-30 23:59:59"
+    run_day(config, previous)
+    run_day(config, DAY + timedelta(days=1))
+    by_day = {r["email_id"]: r["_db"].parent.name for r in archived_rows(config.data_dir)}
+    assert by_day[last_of_previous.immutable_id] == "2025_06_29"
+    assert by_day[first_of_next.immutable_id] == "2025_07_01"
+
+
+def test_a_day_with_more_than_1000_messages(config, graph):
+    messages = [
+        graph.mailbox.add_message(at_kst(config, DAY, 9) + timedelta(seconds=i))
+        for i in range(1500)
+    ]
+    graph.mailbox.add_message(at_kst(config, DAY, 10), is_draft=True, folder="drafts")
+    pages = []
+    result = run_day(config, DAY, on_page=pages.append)
+    assert result.messages == 1500 and pages == [1000, 500]
+    assert sorted(r["email_id"] for r in archived_rows(config.data_dir)) == sorted(
+        m.immutable_id for m in messages
+    )
+
+
+def test_an_empty_day_writes_no_db(config, graph):
+    graph.mailbox.add_message(at_kst(config, DAY - timedelta(days=1), 12))
+    result = run_day(config, DAY)
+    assert result.db_path is None and result.messages == 0
+    assert list(config.data_dir.glob("*/fm_*.db")) == []
+
+
+def test_the_same_day_twice_gives_a_second_complete_db_and_no_duplicate_files(config, graph):
+    graph.mailbox.add_message(
+        at_kst(config, DAY, 9), attachments=[file_attachment("a.pdf", b"abc")]
+    )
+    first = run_day(config, DAY)
+    first_bytes = first.db_path.read_bytes()
+    second = run_day(config, DAY)
+    assert first.db_path != second.db_path
+    assert first.db_path.read_bytes() == first_bytes, "the first DB is untouched"
+    assert len(archived_rows(config.data_dir)) == 2
+    assert len(list((config.data_dir / "2025_06_30" / "attach").iterdir())) == 1
+
+
+def test_one_day_leaves_the_cursor_alone(config, graph, now):
+    graph.mailbox.add_message(now - timedelta(hours=1))
+    run_once(config)
+    state = (config.data_dir / "LAST_TIME.json").read_bytes()
+    graph.mailbox.add_message(now)
+    run_day(config, now.astimezone(config.tz).date())
+    assert (config.data_dir / "LAST_TIME.json").read_bytes() == state
+    # fund_mail_once still archives the new message itself.
+    assert run_once(config).messages == 1
+
+
+def test_a_failing_day_raises_and_leaves_nothing(config, graph):
+    config = dataclasses.replace(config, retry_backoff=0.001)
+    graph.mailbox.add_message(at_kst(config, DAY, 9))
+    graph.add_fault("unavailable", target="list", times=None)
+    with pytest.raises(GraphError):
+        run_day(config, DAY)
+    assert list(config.data_dir.glob("*/fm_*.db")) == []
+    assert list(config.data_dir.glob("*/.day-*")) == []
