@@ -11,8 +11,10 @@ case "$name" in
   *) echo "usage: $0 [fund_mail_once|fund_mail_one_day]" >&2; exit 2 ;;
 esac
 
-uv sync --quiet --group build
-uv run --group build pyinstaller --noconfirm --log-level WARN --onefile --name "$name" \
+# uv from PATH, or as a module where pip installed it without a launcher on PATH.
+if command -v uv >/dev/null 2>&1; then uv=(uv); else uv=(python3 -m uv); fi
+"${uv[@]}" sync --quiet --group build
+"${uv[@]}" run --group build pyinstaller --noconfirm --log-level WARN --onefile --name "$name" \
   --collect-data tzdata --collect-data certifi --collect-data fund_mail \
   --specpath build --workpath "build/$name" --distpath dist \
   src/fund_mail/cli.py

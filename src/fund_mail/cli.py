@@ -70,6 +70,30 @@ def once_parser() -> argparse.ArgumentParser:
         help="deliver the queued archives to the SFTP server without fetching mail",
     )
     parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check .env, sign-in, mailbox access and SFTP; print a checklist; change nothing",
+    )
+    parser.add_argument(
+        "--status",
+        action="store_true",
+        help="show the last run, the cursor, today's count, the upload queue and the last error",
+    )
+    parser.add_argument(
+        "--print-task-xml",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="print the Task Scheduler XML for the 5-minute task (or write it to PATH, in "
+        "UTF-16 as schtasks wants) and the schtasks command that imports it",
+    )
+    parser.add_argument(
+        "--install-dir",
+        default="c:\\fund_mail",
+        metavar="FOLDER",
+        help="with --print-task-xml: the folder holding fund_mail_once.exe (default c:\\fund_mail)",
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="run the real pipeline against the built-in Graph emulator",
@@ -77,18 +101,41 @@ def once_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def print_task_xml(args: argparse.Namespace) -> int:
+    from fund_mail.task import schtasks_command, task_xml, write_task_xml
+
+    user = "%USERDOMAIN%\\%USERNAME%"
+    if args.print_task_xml == "-":
+        target = args.install_dir.rstrip("\\/") + "\\fund_mail_once_task.xml"
+        print(task_xml(args.install_dir, user), end="")
+        # The hint goes to stderr so that stdout stays a clean XML document.
+        print(
+            f"To import: fund_mail_once --print-task-xml {target}\n"
+            f"then, in an administrator console: {schtasks_command(target, user)}",
+            file=sys.stderr,
+        )
+    else:
+        write_task_xml(args.print_task_xml, args.install_dir, user)
+        print(f"Wrote {args.print_task_xml}. Import it in an administrator console with:")
+        print(f"  {schtasks_command(args.print_task_xml, user)}")
+    return int(ExitCode.OK)
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
     log.debug(line)
 
 
-def _run(command: str, args: argparse.Namespace, work: Callable[[Config], int]) -> int:
+def _run(
+    command: str, args: argparse.Namespace, work: Callable[[Config], int], log_to_file: bool = True
+) -> int:
     """Shared error handling: every failure mode maps to its own exit code, secrets masked."""
     setup_logging(None, args.verbose, args.quiet)
     try:
         config = load_config(args.env_file)
         REDACTOR.add(*config.secrets())
-        setup_logging(config.log_dir, args.verbose, args.quiet, name=command)
+        if log_to_file:
+            setup_logging(config.log_dir, args.verbose, args.quiet, name=command)
         return work(config)
     except FundMailError as e:
         log.error("%s", e)
@@ -141,12 +188,41 @@ def deliver_after(
     _say(f"{command}: {report.summary()}")
 
 
+def _status(config: Config) -> int:
+    from fund_mail.status import status_report
+
+    print(status_report(config))
+    return int(ExitCode.OK)
+
+
+def _check(args: argparse.Namespace) -> int:
+    """The checklist prints a red line for a bad .env too, instead of only a log error."""
+    from fund_mail.check import Check, exit_code, render, run_checks
+
+    setup_logging(None, args.verbose, args.quiet)
+    try:
+        config = load_config(args.env_file)
+    except FundMailError as e:
+        checks = [Check("configuration", False, str(e), int(e.exit_code))]
+    else:
+        REDACTOR.add(*config.secrets())
+        checks = run_checks(config)
+    print(REDACTOR.redact(render(checks)))
+    return exit_code(checks)
+
+
 def once_main(argv: list[str] | None = None) -> int:
     args = once_parser().parse_args(argv)
     if args.demo:
         from fund_mail.demo import run_demo
 
         return run_demo()
+    if args.print_task_xml:
+        return print_task_xml(args)
+    if args.check:
+        return _check(args)
+    if args.status:
+        return _run("fund_mail_once", args, _status, log_to_file=False)
 
     def work(config: Config) -> int:
         from fund_mail.engine import run_once

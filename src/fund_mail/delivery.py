@@ -264,9 +264,14 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
         report.queued_dbs = len(index.queued())
         return report
     try:
-        if not index.queued():
+        waiting = index.queued()
+        if not waiting:
             return report
-        transport, sftp = connect(config)
+        try:
+            transport, sftp = connect(config)
+        except DeliveryError as e:
+            index.mark_failed(waiting[0], str(e))
+            raise
         try:
             uploader = Uploader(config, sftp)
             delivered: set[str] = set()

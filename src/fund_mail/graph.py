@@ -177,6 +177,18 @@ class GraphClient:
             yield page.get("value", [])
             url, params = page.get("@odata.nextLink"), None
 
+    def fetch_newest(self, count: int) -> list[dict]:
+        """The newest messages, for a setup check."""
+        page = self.get_json(
+            f"{self.mailbox_url}/messages",
+            {
+                "$top": str(count),
+                "$select": "id,receivedDateTime",
+                "$orderby": "receivedDateTime desc",
+            },
+        )
+        return page.get("value", [])
+
     def fetch_folder(self, folder_id: str) -> dict[str, Any]:
         return self.get_json(
             f"{self.mailbox_url}/mailFolders/{quote(folder_id, safe='')}",

@@ -159,8 +159,18 @@ def test_progress_bar_on_a_terminal(env_file, graph):
     # A fresh pty is 0x0; give it the size of an ordinary console window.
     fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
     process = subprocess.Popen(
-        [str(BIN / "fund_mail_one_day"), "--env-file", str(env_file), "--from", "2025-06-28",
-         "--to", "2025-06-29"], stdout=subprocess.DEVNULL, stderr=secondary)
+        [
+            str(BIN / "fund_mail_one_day"),
+            "--env-file",
+            str(env_file),
+            "--from",
+            "2025-06-28",
+            "--to",
+            "2025-06-29",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+    )
     os.close(secondary)
     output = b""
     while True:

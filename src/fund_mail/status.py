@@ -1,0 +1,97 @@
+"""`fund_mail_once --status`: one screen on the state of the archive. Reads, never writes."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fund_mail.config import Config
+from fund_mail.errors import StateError
+from fund_mail.index import INDEX_NAME
+from fund_mail.state import read_cursor
+from fund_mail.transform import local_time, parse_graph_time
+
+
+def _local(text: str | None, config: Config) -> str:
+    if not text:
+        return "never"
+    return f"{local_time(parse_graph_time(text), config.tz)} ({config.timezone})"
+
+
+def _query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    # mode=ro: --status must not create or change anything, not even the index.
+    with sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def status_report(config: Config) -> str:
+    lines = [f"fund_mail status for {config.email_id} (DATA_DIR {config.data_dir})"]
+    try:
+        cursor = read_cursor(config.data_dir)
+    except StateError as e:
+        cursor = None
+        lines.append(f"  cursor:            UNREADABLE - {e}")
+    else:
+        if cursor is None:
+            lines.append("  cursor:            none yet (the first run records the baseline)")
+        else:
+            moment = cursor.last_fetch_time
+            lines.append(
+                f"  cursor:            {moment.strftime('%Y-%m-%d %H:%M:%S')} UTC = "
+                f"{local_time(moment, config.tz)} {config.timezone}"
+            )
+    index = config.data_dir / INDEX_NAME
+    if not index.exists():
+        lines.append("  runs:              none recorded yet")
+        return "\n".join(lines)
+    midnight = datetime.now(config.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight_utc = midnight.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    last_ok = _query(
+        index,
+        "SELECT finished_at, messages, db_file FROM runs WHERE command = "
+        "'fund_mail_once' AND exit_code = 0 ORDER BY id DESC LIMIT 1",
+    )
+    if last_ok:
+        finished, messages, db_file = last_ok[0]
+        lines.append(
+            f"  last good run:     {_local(finished, config)}, {messages} message(s)"
+            f"{', ' + db_file if db_file else ''}"
+        )
+    else:
+        lines.append("  last good run:     never")
+    today = _query(
+        index,
+        "SELECT coalesce(sum(messages), 0), count(*) FROM runs WHERE started_at >= ?",
+        (midnight_utc,),
+    )[0]
+    lines.append(f"  archived today:    {today[0]} message(s) in {today[1]} run(s)")
+    queued = _query(
+        index,
+        "SELECT db_path, attempts, last_error FROM outbox WHERE delivered_at IS NULL ORDER BY id",
+    )
+    if not config.upload_enabled:
+        lines.append(f"  upload queue:      {len(queued)} DB(s) (uploads are off: HOST is empty)")
+    elif queued:
+        oldest, attempts, error = queued[0]
+        lines.append(
+            f"  upload queue:      {len(queued)} DB(s) waiting, oldest {oldest} "
+            f"({attempts} attempt(s){': ' + error.splitlines()[0] if error else ''})"
+        )
+    else:
+        lines.append("  upload queue:      empty, everything delivered")
+    failed = _query(
+        index,
+        "SELECT finished_at, command, exit_code, error FROM runs "
+        "WHERE exit_code <> 0 ORDER BY id DESC LIMIT 1",
+    )
+    if failed:
+        finished, command, code, error = failed[0]
+        first_line = (error or "").splitlines()[0] if error else ""
+        lines.append(
+            f"  last error:        {_local(finished, config)} {command} exit {code}: "
+            f"{first_line[:160]}"
+        )
+    else:
+        lines.append("  last error:        none")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""The shipped artefact: the PyInstaller executables, built by make_exe.sh and make_one_day.sh,
+run against the emulator and a real SFTP server exactly as Task Scheduler would run them."""
+
+import shutil
+import subprocess
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from fund_mail.emulator import file_attachment, reference_attachment
+from tests.helpers import archived_rows
+
+ROOT = Path(__file__).resolve().parents[2]
+SOURCES = [
+    *ROOT.glob("src/fund_mail/**/*.py"),
+    ROOT / "src/fund_mail/schema.sql",
+    ROOT / "pyproject.toml",
+    ROOT / "uv.lock",
+    ROOT / "make_exe.sh",
+]
+
+
+def _fresh(binary: Path) -> bool:
+    return binary.exists() and binary.stat().st_mtime > max(p.stat().st_mtime for p in SOURCES)
+
+
+@pytest.fixture(scope="session")
+def dist() -> Path:
+    """Build both executables unless dist/ already holds ones newer than every source."""
+    for name, script in (
+        ("fund_mail_once", "make_exe.sh"),
+        ("fund_mail_one_day", "make_one_day.sh"),
+    ):
+        if not _fresh(ROOT / "dist" / name):
+            subprocess.run(
+                ["bash", str(ROOT / script)],
+                cwd=ROOT,
+                check=True,
+                timeout=1200,
+                capture_output=True,
+            )
+    assert (ROOT / "dist" / ".env.sample").exists(), "the sample ships, never a real .env"
+    assert not (ROOT / "dist" / ".env").exists()
+    return ROOT / "dist"
+
+
+@pytest.fixture
+def install_dir(dist, tmp_path) -> Path:
+    """A copy of the c:\\fund_mail layout: the executables with .env next to them."""
+    folder = tmp_path / "fund_mail"
+    folder.mkdir()
+    for name in ("fund_mail_once", "fund_mail_one_day"):
+        shutil.copy2(dist / name, folder / name)
+    return folder
+
+
+def run(binary: Path, *args: str) -> subprocess.CompletedProcess:
+    # Started from another folder: the .env must be found next to the executable.
+    return subprocess.run(
+        [str(binary), *args], capture_output=True, text=True, timeout=300, cwd=binary.parent.parent
+    )
+
+
+@pytest.mark.parametrize("name", ["fund_mail_once", "fund_mail_one_day"])
+def test_version_and_help(install_dir, name):
+    version = run(install_dir / name, "--version")
+    assert version.returncode == 0 and version.stdout.startswith(f"{name} ")
+    usage = run(install_dir / name, "--help")
+    assert usage.returncode == 0 and f"usage: {name}" in usage.stdout
+    assert "Exit codes:" in usage.stdout
+
+
+def test_binary_archives_and_delivers(install_dir, graph, sftp_server, data_dir, tmp_path, now):
+    values = graph.env_values(data_dir, RETRY_BACKOFF="0.05")
+    values.update(sftp_server.env(tmp_path / "known_hosts"))
+    (install_dir / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    graph.mailbox.add_message(now - timedelta(hours=1))
+
+    baseline = run(install_dir / "fund_mail_once")
+    assert baseline.returncode == 0, baseline.stderr
+    assert "baseline recorded" in baseline.stdout
+
+    graph.mailbox.add_message(
+        now,
+        subject="바이너리 테스트",
+        attachments=[
+            file_attachment("보고서.pdf", b"%PDF" * 100),
+            reference_attachment("link.docx", "https://example.com/link.docx"),
+        ],
+    )
+    second = run(install_dir / "fund_mail_once")
+    assert second.returncode == 0, second.stderr
+    assert "fund_mail_once: 1 messages, 1 attachments, 400 bytes" in second.stdout
+    assert "delivered 1 DB(s) and 2 file(s)" in second.stdout
+    rows = archived_rows(data_dir)
+    assert [r["subject"] for r in rows] == ["바이너리 테스트"]
+    assert "link-only attachment" in rows[0]["note"]
+    landed = sorted(p.name for p in sftp_server.root.rglob("*") if p.is_file())
+    assert len(landed) == 2 and landed[-1].startswith("fm_")
+
+    status = run(install_dir / "fund_mail_once", "--status")
+    assert status.returncode == 0 and "upload queue:      empty" in status.stdout
+
+
+def test_one_day_binary(install_dir, graph, data_dir):
+    seoul = ZoneInfo("Asia/Seoul")
+    day = date(2025, 6, 30)
+    graph.mailbox.add_message(datetime(2025, 6, 30, 12, tzinfo=seoul))
+    (install_dir / ".env").write_text(
+        "".join(f"{k}={v}\n" for k, v in graph.env_values(data_dir).items())
+    )
+    result = run(install_dir / "fund_mail_one_day", "--date", day.isoformat())
+    assert result.returncode == 0, result.stderr
+    assert "fund_mail_one_day 2025-06-30: 1 messages" in result.stdout
+
+
+def test_binary_runs_the_demo(install_dir):
+    demo = run(install_dir / "fund_mail_once", "--demo")
+    assert demo.returncode == 0, demo.stderr
+    assert "Run 2 (new mail arrived):" in demo.stdout and "Sent Items" in demo.stdout
