@@ -185,7 +185,7 @@ def deliver_after(
     except FundMailError as e:
         e.result = result  # the archive itself succeeded: keep its counts in the history
         raise
-    _say(f"{command}: {report.summary()}")
+    _say(f"{command}: {report.summary() if report else 'nothing queued for delivery'}")
 
 
 def _status(config: Config) -> int:

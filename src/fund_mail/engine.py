@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fund_mail import attachments, crashpoints
 from fund_mail.auth import TokenProvider
 from fund_mail.config import Config
-from fund_mail.delivery import DeliveryReport, deliver_queue
 from fund_mail.errors import StateError
 from fund_mail.folders import FolderPaths
 from fund_mail.graph import GraphClient
@@ -26,6 +26,9 @@ from fund_mail.logs import REDACTOR
 from fund_mail.state import Cursor, RunLock, read_cursor, set_aside, write_cursor
 from fund_mail.store import ArchiveDb
 from fund_mail.transform import graph_time, message_row, parse_graph_time
+
+if TYPE_CHECKING:
+    from fund_mail.delivery import DeliveryReport
 
 log = logging.getLogger(__name__)
 
@@ -314,11 +317,19 @@ def run_day(
         return result
 
 
-def deliver(config: Config) -> DeliveryReport:
-    """Deliver everything queued in the outbox (oldest first)."""
+def deliver(config: Config) -> DeliveryReport | None:
+    """Deliver everything queued in the outbox (oldest first); None when nothing is queued.
+
+    paramiko is imported only when there is something to send, which keeps an idle cycle's
+    start-up short.
+    """
     config.data_dir.mkdir(parents=True, exist_ok=True)
     index = ArchiveIndex(config.data_dir)
     try:
+        if not index.queued():
+            return None
+        from fund_mail.delivery import deliver_queue
+
         return deliver_queue(config, index)
     finally:
         index.close()

@@ -11,7 +11,8 @@ log = logging.getLogger(__name__)
 
 
 class FolderPaths:
-    """Walks parentFolderId up to the mailbox root, one request per folder not yet seen."""
+    """Walks parentFolderId up to the mailbox root, one request per folder not yet seen
+    (Sent Items, which also names the root, comes with the first request)."""
 
     def __init__(self, client: GraphClient) -> None:
         self._client = client
@@ -19,16 +20,22 @@ class FolderPaths:
         self._root_id: str | None = None
         self._sent_id: str | None = None
 
+    def _load_sent_items(self) -> None:
+        # Sent Items sits right under the mailbox root, so one request names both.
+        sent = self._client.fetch_folder("sentitems")
+        self._sent_id, self._root_id = sent["id"], sent.get("parentFolderId")
+        self._paths[sent["id"]] = sent.get("displayName") or ""
+
     @property
-    def root_id(self) -> str:
-        if self._root_id is None:
-            self._root_id = self._client.fetch_folder("msgfolderroot")["id"]
+    def root_id(self) -> str | None:
+        if self._sent_id is None:
+            self._load_sent_items()
         return self._root_id
 
     @property
     def sent_items_id(self) -> str:
         if self._sent_id is None:
-            self._sent_id = self._client.fetch_folder("sentitems")["id"]
+            self._load_sent_items()
         return self._sent_id
 
     def path(self, folder_id: str | None) -> str:

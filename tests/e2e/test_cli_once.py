@@ -91,7 +91,7 @@ def test_two_runs_started_together_one_works_one_exits_3(env_file, graph, data_d
         graph.mailbox.add_message(
             now + timedelta(seconds=i), attachments=[file_attachment("f.bin", b"1" * 10)]
         )
-    graph.latency = 0.05  # keep the first run busy while the second starts
+    graph.latency = 0.3  # keep the first run busy (30 downloads, 4 at a time) while the second starts
     command = [str(BIN / "fund_mail_once"), "--env-file", str(env_file)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)

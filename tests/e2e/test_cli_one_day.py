@@ -87,7 +87,7 @@ def test_one_day_and_once_at_the_same_time(env_file, graph, data_dir, now):
         )
         for i in range(40)
     ]
-    graph.latency = 0.03
+    graph.latency = 0.15  # long enough for the two runs to overlap
     once = subprocess.Popen(
         [str(BIN / "fund_mail_once"), "--env-file", str(env_file)],
         stdout=subprocess.PIPE,

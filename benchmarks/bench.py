@@ -1,0 +1,324 @@
+"""Benchmark fund_mail against the emulator with an injected per-request latency.
+
+    uv run python benchmarks/bench.py                 # all scenarios, 50 ms latency
+    uv run python benchmarks/bench.py --only idle,big --latency 0.1
+
+Each scenario drives the real CLI in a separate process, exactly as Task Scheduler would, and
+reports the Graph requests it made, wall time, messages/s, bytes/s and the process's peak RSS,
+beside the floor: ceil(N/1000) list pages plus one request per attachment, with at most 4 in
+flight. The emulator runs in this process, so its own memory is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from fund_mail.emulator import GraphEmulator, file_attachment
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MB = 1024 * 1024
+
+
+@dataclass
+class Outcome:
+    name: str
+    messages: int
+    downloads: int
+    pages: int
+    requests: Counter
+    wall: float
+    peak_rss: int  # bytes
+    payload: int  # attachment bytes written
+    latency: float
+    max_in_flight: int
+    targets: list[tuple[str, bool]]
+
+    @property
+    def graph_requests(self) -> int:
+        return sum(self.requests.values())
+
+    @property
+    def floor_requests(self) -> int:
+        return self.pages + self.downloads
+
+    @property
+    def floor_seconds(self) -> float:
+        return self.latency * (self.pages + math.ceil(self.downloads / 4))
+
+
+def run_measured(command: list[str], cwd: Path) -> tuple[float, int, str]:
+    """Wall time and peak RSS (bytes) of one child process; its stdout."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err)
+        # wait4 reports this child's own resource use; ru_maxrss is in KiB on Linux.
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise SystemExit(f"{' '.join(command)} exited {process.returncode}:\n{err.read()}")
+        return wall, usage.ru_maxrss * 1024, out.read()
+
+
+class Bench:
+    def __init__(self, latency: float, exe: Path | None) -> None:
+        self.latency = latency
+        self.exe = exe
+        self.outcomes: list[Outcome] = []
+
+    def _setup(self, name: str):
+        workdir = Path(tempfile.mkdtemp(prefix=f"fm-bench-{name}-"))
+        graph = GraphEmulator(tls_dir=workdir / "tls").start()
+        os.environ["REQUESTS_CA_BUNDLE"] = str(graph.tls.ca_cert)
+        env = graph.write_env(workdir / ".env", workdir / "data")
+        return workdir, graph, env
+
+    def _program(self, name: str) -> list[str]:
+        if name == "fund_mail_once" and self.exe is not None:
+            return [str(self.exe)]
+        return [str(BIN / name)]
+
+    def measure(
+        self,
+        name: str,
+        graph: GraphEmulator,
+        command: list[str],
+        cwd: Path,
+        messages: int,
+        downloads: int,
+        targets,
+    ) -> Outcome:
+        graph.reset_log()
+        graph.latency = self.latency
+        wall, rss, _ = run_measured(command, cwd)
+        records = graph.records()
+        counts = Counter(r.target for r in records)
+        payload = sum(p.stat().st_size for p in (cwd / "data").glob("*/attach/*"))
+        outcome = Outcome(
+            name,
+            messages,
+            downloads,
+            max(1, math.ceil(messages / 1000)),
+            counts,
+            wall,
+            rss,
+            payload,
+            self.latency,
+            graph.max_in_flight,
+            [],
+        )
+        outcome.targets = [(label, check(outcome)) for label, check in targets]
+        self.outcomes.append(outcome)
+        graph.latency = 0
+        return outcome
+
+    # -- scenarios -------------------------------------------------------------------------
+    def idle(self) -> None:
+        workdir, graph, env = self._setup("idle")
+        try:
+            graph.mailbox.add_message(datetime.now(UTC) - timedelta(hours=1))
+            once = self._program("fund_mail_once") + ["--env-file", str(env), "--quiet"]
+            run_measured(once, workdir)  # the baseline
+            self.measure(
+                "idle cycle (no new mail)",
+                graph,
+                once,
+                workdir,
+                0,
+                0,
+                [
+                    ("at most 3 HTTP requests", lambda o: o.graph_requests <= 3),
+                ],
+            )
+        finally:
+            graph.stop()
+
+    def burst(self) -> None:
+        workdir, graph, env = self._setup("burst")
+        try:
+            once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
+            run_measured(once, workdir)
+            rng = random.Random(1000)
+            now = datetime.now(UTC).replace(microsecond=0)
+            downloads = 0
+            with_files = set(rng.sample(range(1000), 300))
+            for i in range(1000):
+                count = rng.randint(1, 3) if i in with_files else 0
+                downloads += count
+                graph.mailbox.add_message(
+                    now + timedelta(seconds=i % 60),
+                    subject=f"burst {i}",
+                    body_html="<p>" + "Fund report paragraph. " * 40 + "</p>",
+                    attachments=[
+                        file_attachment(f"r{i}-{n}.pdf", synthetic_size=60_000)
+                        for n in range(count)
+                    ],
+                )
+            self.measure(
+                "1,000 new messages, 300 with 1-3 attachments",
+                graph,
+                once,
+                workdir,
+                1000,
+                downloads,
+                [
+                    ("no per-message requests", lambda o: o.requests["message"] == 0),
+                    ("within 1.5x of the floor", lambda o: o.wall <= 1.5 * o.floor_seconds),
+                ],
+            )
+        finally:
+            graph.stop()
+
+    def day(self) -> None:
+        workdir, graph, env = self._setup("day")
+        try:
+            seoul = ZoneInfo("Asia/Seoul")
+            start = datetime(2025, 6, 30, 0, 0, 1, tzinfo=seoul)
+            for i in range(5000):
+                graph.mailbox.add_message(
+                    start + timedelta(seconds=i * 17),
+                    subject=f"d{i}",
+                    body_html="<p>" + "Daily mail. " * 40 + "</p>",
+                )
+            command = [
+                str(BIN / "fund_mail_one_day"),
+                "--env-file",
+                str(env),
+                "--quiet",
+                "--date",
+                date(2025, 6, 30).isoformat(),
+            ]
+            self.measure(
+                "one_day over 5,000 messages",
+                graph,
+                command,
+                workdir,
+                5000,
+                0,
+                [
+                    ("5 list pages", lambda o: o.requests["list"] == 5),
+                    ("within 1.5x of the floor", lambda o: o.wall <= 1.5 * o.floor_seconds),
+                ],
+            )
+        finally:
+            graph.stop()
+
+    def big(self) -> None:
+        workdir, graph, env = self._setup("big")
+        try:
+            once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
+            run_measured(once, workdir)
+            graph.mailbox.add_message(
+                datetime.now(UTC),
+                subject="150 MB",
+                attachments=[file_attachment("fund_data.zip", synthetic_size=150 * MB)],
+            )
+            self.measure(
+                "one 150 MB attachment",
+                graph,
+                once,
+                workdir,
+                1,
+                1,
+                [
+                    ("peak RSS under 150 MB", lambda o: o.peak_rss < 150 * MB),
+                    ("file complete", lambda o: o.payload == 150 * MB),
+                ],
+            )
+        finally:
+            graph.stop()
+
+    def exe_idle(self) -> None:
+        if self.exe is None:
+            return
+        workdir, graph, env = self._setup("exe")
+        try:
+            graph.mailbox.add_message(datetime.now(UTC) - timedelta(hours=1))
+            command = [str(self.exe), "--env-file", str(env), "--quiet"]
+            run_measured(command, workdir)
+            self.measure(
+                "built exe, idle cycle",
+                graph,
+                command,
+                workdir,
+                0,
+                0,
+                [
+                    ("starts and finishes in under 2 s", lambda o: o.wall < 2.0),
+                    ("at most 3 HTTP requests", lambda o: o.graph_requests <= 3),
+                ],
+            )
+        finally:
+            graph.stop()
+
+    # -- report ----------------------------------------------------------------------------
+    def report(self) -> str:
+        lines = [
+            f"latency per request: {self.latency * 1000:.0f} ms; Python {sys.version.split()[0]}, "
+            f"{os.cpu_count()} cores",
+            "",
+            "| scenario | requests (floor) | wall s (floor s) | msgs/s | MB/s | peak RSS MB | "
+            "max in flight | targets |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for o in self.outcomes:
+            rate = o.messages / o.wall if o.messages else 0
+            mbps = o.payload / MB / o.wall
+            targets = "; ".join(f"{'PASS' if ok else 'MISS'} {label}" for label, ok in o.targets)
+            lines.append(
+                f"| {o.name} | {o.graph_requests} ({o.floor_requests} + 2 sign-in) | "
+                f"{o.wall:.2f} ({o.floor_seconds:.2f}) | {rate:.0f} | {mbps:.1f} | "
+                f"{o.peak_rss / MB:.0f} | {o.max_in_flight} | {targets} |"
+            )
+        lines.append("")
+        lines.append(
+            "requests by kind: "
+            + "; ".join(f"{o.name}: {dict(sorted(o.requests.items()))}" for o in self.outcomes)
+        )
+        return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
+    parser.add_argument(
+        "--only",
+        default="idle,burst,day,big,exe",
+        help="comma-separated scenarios: idle, burst, day, big, exe",
+    )
+    parser.add_argument(
+        "--exe",
+        type=Path,
+        default=ROOT / "dist" / "fund_mail_once",
+        help="the built executable for the exe scenario (skipped if missing)",
+    )
+    args = parser.parse_args()
+    exe = args.exe if args.exe.exists() else None
+    bench = Bench(args.latency, exe)
+    chosen = args.only.split(",")
+    for name in ("idle", "burst", "day", "big", "exe"):
+        if name in chosen:
+            getattr(bench, "exe_idle" if name == "exe" else name)()
+    print(bench.report())
+    if "exe" in chosen and exe is None:
+        print(f"\n(exe scenario skipped: {args.exe} not built; run ./make_exe.sh)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
