@@ -37,12 +37,44 @@ def test_unknown_tenant_fails_at_discovery(config, graph):
         TokenProvider(config).token()
 
 
-def test_unreachable_authority(config, graph):
+def test_unreachable_authority_is_a_run_failure(config, graph):
+    from fund_mail.errors import RunFailed
+
     config = dataclasses.replace(config, authority_host="https://127.0.0.1:9")
-    with pytest.raises(AuthError, match="Could not reach"):
+    with pytest.raises(RunFailed, match="Could not reach the sign-in endpoint"):
         TokenProvider(config).token()
+
+
+def test_discovery_cut_off_mid_body_is_retried(config, graph):
+    graph.add_fault("reset", target="discovery", times=1)
+    assert TokenProvider(config).token()
+    assert [r.status for r in graph.records("discovery")] == [200, 200]
 
 
 def test_describe_token_error_without_a_known_code():
     text = describe_token_error({"error": "temporarily_unavailable", "error_description": "x"})
     assert "temporarily_unavailable" in text and "Check TENANT_ID" in text
+
+
+def test_a_busy_sign_in_endpoint_is_retried(config, graph, monkeypatch):
+    import fund_mail.auth
+
+    monkeypatch.setattr(fund_mail.auth, "THROTTLE_WAIT", 0.01)
+    # msal replays a throttled answer for its Retry-After ("1" s here), so wait that out.
+    graph.add_fault("throttle", target="token", times=1, retry_after="1")
+    monkeypatch.setattr(fund_mail.auth, "THROTTLE_WAIT", 1.1)
+    assert TokenProvider(config).token()
+    assert [r.status for r in graph.records("token")] == [429, 200]
+
+
+def test_a_sign_in_endpoint_that_stays_down_is_a_run_failure_not_a_config_error(
+    config, graph, monkeypatch
+):
+    import fund_mail.auth
+    from fund_mail.errors import ExitCode, RunFailed
+
+    monkeypatch.setattr(fund_mail.auth, "THROTTLE_WAIT", 0.01)
+    graph.add_fault("unavailable", target="token", times=None)
+    with pytest.raises(RunFailed, match="temporarily unavailable") as caught:
+        TokenProvider(config).token()
+    assert caught.value.exit_code == ExitCode.RUN_FAILED

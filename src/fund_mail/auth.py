@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 import msal
 import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+from requests.adapters import HTTPAdapter
 
 from fund_mail.config import Config
-from fund_mail.errors import AuthError
+from fund_mail.errors import AuthError, RunFailed
 from fund_mail.logs import REDACTOR
+from fund_mail.retry import build_retry
 
 log = logging.getLogger(__name__)
 
@@ -54,48 +57,98 @@ def _client_credential(config: Config) -> str | dict:
     }
 
 
+# Errors that say "try later", not "fix the configuration". msal replays a 429/5xx answer from
+# its cache for the Retry-After period (5 s when the header is missing or fractional), so a
+# retry waits a little longer than that.
+TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error", "request_timeout"}
+TRANSIENT_RETRIES = 2
+THROTTLE_WAIT = 5.5
+
+
+def is_transient(result: dict) -> bool:
+    error = result.get("error")
+    return not isinstance(error, str) or error in TRANSIENT_ERRORS
+
+
+def _sign_in_session(backoff: float) -> requests.Session:
+    """msal's HTTP client: the same retry policy as Graph's, the token POST included."""
+    session = requests.Session()
+    retry = build_retry(backoff, methods=frozenset({"GET", "POST"}))
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    return session
+
+
 class TokenProvider:
     """Hands out bearer tokens; msal serves them from its in-memory cache until near expiry."""
 
-    def __init__(self, config: Config, http_client: requests.Session | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.scope = f"{config.graph_url}/.default"
         host = urlparse(config.authority_host).hostname or ""
-        authority = f"{config.authority_host}/{config.tenant_id}"
+        self.authority = f"{config.authority_host}/{config.tenant_id}"
         self._lock = threading.Lock()
-        try:
-            self._app = msal.ConfidentialClientApplication(
-                config.client_id,
-                client_credential=_client_credential(config),
-                authority=authority,
-                # Instance discovery asks login.microsoftonline.com about the host; a local or
-                # sovereign authority outside Microsoft's list must skip it.
-                instance_discovery=host in WELL_KNOWN_AUTHORITY_HOSTS,
-                http_client=http_client,
-                timeout=config.http_timeout,
-            )
-        except ValueError as e:
-            # msal raises ValueError when OIDC discovery fails (unknown tenant, bad host).
-            raise AuthError(
-                f"Could not reach the sign-in endpoint {authority}: {e}. "
-                "Check TENANT_ID and AUTHORITY_HOST."
-            ) from e
-        except requests.RequestException as e:
-            raise AuthError(
-                f"Could not reach the sign-in endpoint {authority}: {type(e).__name__}. "
-                "Check the network, proxy and REQUESTS_CA_BUNDLE."
-            ) from e
+        self._backoff = config.retry_backoff
+        for attempt in range(TRANSIENT_RETRIES + 1):
+            try:
+                self._app = msal.ConfidentialClientApplication(
+                    config.client_id,
+                    client_credential=_client_credential(config),
+                    authority=self.authority,
+                    # Instance discovery asks login.microsoftonline.com about the host; a local
+                    # or sovereign authority outside Microsoft's list must skip it.
+                    instance_discovery=host in WELL_KNOWN_AUTHORITY_HOSTS,
+                    http_client=_sign_in_session(config.retry_backoff),
+                    timeout=config.http_timeout,
+                )
+                return
+            except ValueError as e:
+                # msal raises ValueError when OIDC discovery is refused (unknown tenant).
+                raise AuthError(
+                    f"The sign-in endpoint {self.authority} refused discovery: {e}. "
+                    "Check TENANT_ID and AUTHORITY_HOST."
+                ) from e
+            except requests.RequestException as e:
+                if attempt == TRANSIENT_RETRIES:
+                    raise RunFailed(
+                        f"Could not reach the sign-in endpoint {self.authority}: "
+                        f"{type(e).__name__}. Check the network, proxy and REQUESTS_CA_BUNDLE; "
+                        "the next run tries again."
+                    ) from e
+                self._pause(type(e).__name__)
+
+    def _pause(self, why: str) -> None:
+        delay = max(self._backoff, 0.01) * 2
+        log.warning("The sign-in endpoint failed (%s); retrying in %.1fs", why, delay)
+        time.sleep(delay)
 
     def token(self, force_refresh: bool = False) -> str:
         with self._lock:
             if force_refresh:
                 self._app.remove_tokens_for_client()
-            try:
-                result = self._app.acquire_token_for_client(scopes=[self.scope])
-            except requests.RequestException as e:
-                raise AuthError(
-                    f"Token request failed: {type(e).__name__}. Check the network and proxy."
-                ) from e
+            for attempt in range(TRANSIENT_RETRIES + 1):
+                try:
+                    result = self._app.acquire_token_for_client(scopes=[self.scope])
+                except requests.RequestException as e:
+                    # urllib3 retried the connection; a body cut off mid-way ends up here.
+                    result = {"error": "request_timeout", "error_description": type(e).__name__}
+                except msal.exceptions.MsalServiceError as e:
+                    # msal raises instead of returning a dict for some 5xx answers.
+                    result = {"error": "server_error", "error_description": str(e)}
+                if "access_token" in result or not is_transient(result):
+                    break
+                if attempt < TRANSIENT_RETRIES:
+                    log.warning(
+                        "The sign-in endpoint is busy (%s); retrying in %.1fs",
+                        result.get("error"),
+                        THROTTLE_WAIT,
+                    )
+                    time.sleep(THROTTLE_WAIT)
         if "access_token" not in result:
+            if is_transient(result):
+                raise RunFailed(
+                    f"The sign-in endpoint is temporarily unavailable ({result.get('error')}: "
+                    f"{result.get('error_description')}); nothing was changed and the next run "
+                    "tries again."
+                )
             raise AuthError(describe_token_error(result))
         REDACTOR.add(result["access_token"])
         log.debug("token from %s", result.get("token_source", "identity_provider"))

@@ -92,7 +92,15 @@ def find_env_file(explicit: str | None) -> Path:
 
 def load_config(explicit_env_file: str | None = None) -> Config:
     path = find_env_file(explicit_env_file)
-    values = {k: (v or "").strip() for k, v in dotenv_values(path).items()}
+    try:
+        values = {
+            k: (v or "").strip() for k, v in dotenv_values(path, encoding="utf-8-sig").items()
+        }
+    except (UnicodeDecodeError, OSError) as e:
+        raise ConfigError(
+            [f"cannot read it as UTF-8 text ({type(e).__name__}): save it as UTF-8 in Notepad"],
+            str(path),
+        ) from e
     return config_from_values(values, source=str(path))
 
 

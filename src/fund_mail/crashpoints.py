@@ -10,7 +10,9 @@ import os
 import signal
 
 POINTS = (
+    "attachment-partial",  # an attachment half written to its .part file
     "attachments-downloaded",  # files on disk, DB not written
+    "db-partial",  # the temporary DB holds some rows, uncommitted
     "db-written",  # temporary DB complete, not yet recorded
     "index-committed",  # ids recorded, DB not yet renamed into place
     "db-published",  # DB in place, cursor not yet saved

@@ -180,6 +180,7 @@ class Uploader:
             return
         try:
             self.sftp.stat(remote_dir)
+            self._sweep_partials(remote_dir)
         except FileNotFoundError:
             self.makedirs(posixpath.dirname(remote_dir))
             try:
@@ -191,15 +192,22 @@ class Uploader:
                 ) from e
         self._made.add(remote_dir)
 
+    def _sweep_partials(self, remote_dir: str) -> None:
+        """Remove .part files that killed uploads left behind. Safe: we hold the delivery lock,
+        so no upload of ours is in flight, and .part names are never read downstream."""
+        for name in self.sftp.listdir(remote_dir):
+            if name.startswith(".") and name.endswith(".part"):
+                self._remove_quietly(posixpath.join(remote_dir, name))
+
     def put(self, local: Path, remote: str) -> int:
         """Upload under a temporary name, check the size, rename into place. Idempotent."""
         size = local.stat().st_size
+        self.makedirs(posixpath.dirname(remote))
         try:
             if self.sftp.stat(remote).st_size == size:
                 return 0  # already delivered by an earlier, interrupted run
         except FileNotFoundError:
             pass
-        self.makedirs(posixpath.dirname(remote))
         temporary = posixpath.join(
             posixpath.dirname(remote), f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
         )

@@ -120,6 +120,7 @@ class Archiver:
                         notes=plan.all_notes(),
                     )
                     db.add(row, plan.rows(save_folder))
+                    crashpoints.reached("db-partial")
                     archived.append((message["id"], graph_time(received(message))))
             if db is None:
                 return result

@@ -17,11 +17,12 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
+from fund_mail import crashpoints
 from fund_mail.auth import TokenProvider
 from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
+from fund_mail.retry import build_retry
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +34,8 @@ CHUNK = 1024 * 1024
 BODY_RETRIES = 5  # a response cut off mid-body is retried whole this many times
 
 
-class GraphRetry(Retry):
-    """urllib3's Retry, but accepting the fractional Retry-After seconds Graph sends (2.128)."""
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        try:
-            seconds = float(retry_after)
-        except ValueError:
-            return super().parse_retry_after(retry_after)
-        return min(max(seconds, 0.0), self.retry_after_max)
-
-
 class NotDownloadable(GraphError):
     """The attachment has no bytes to fetch (a reference attachment: Graph answers 405)."""
-
-
-def build_retry(backoff: float) -> GraphRetry:
-    return GraphRetry(
-        total=10,
-        connect=5,
-        read=5,
-        status=8,
-        backoff_factor=backoff,
-        backoff_max=60,
-        status_forcelist=(429, 500, 502, 503, 504),
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
 
 
 def graph_error(response: requests.Response) -> GraphError:
@@ -220,6 +196,7 @@ class GraphClient:
                         for chunk in response.iter_content(CHUNK):
                             out.write(chunk)
                             size += len(chunk)
+                            crashpoints.reached("attachment-partial")
                         out.flush()
                         os.fsync(out.fileno())
             os.replace(partial, dest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo
@@ -15,6 +15,7 @@ from fund_mail.store import fsync_path
 from fund_mail.transform import graph_time, local_time, parse_graph_time
 
 STATE_NAME = "LAST_TIME.json"
+FUTURE_TOLERANCE = timedelta(days=1)  # clock skew between the PC and Microsoft 365
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ def read_cursor(data_dir: Path) -> Cursor | None:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         last_time = parse_graph_time(str(data["last_fetch_time"]))
+        if last_time > datetime.now(UTC) + FUTURE_TOLERANCE:
+            # A cursor in the future would make every scan start after the newest mail.
+            raise ValueError(f"last_fetch_time {data['last_fetch_time']} is in the future")
         floor = data.get("archive_floor")
         return Cursor(
             last_email_id=str(data.get("last_email_id") or ""),

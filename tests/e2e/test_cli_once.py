@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 
+from fund_mail import crashpoints
 from fund_mail.emulator import file_attachment
 from fund_mail.state import RunLock
 from tests.helpers import BIN, archived_ids, archived_rows, run_cli
@@ -91,7 +92,9 @@ def test_two_runs_started_together_one_works_one_exits_3(env_file, graph, data_d
         graph.mailbox.add_message(
             now + timedelta(seconds=i), attachments=[file_attachment("f.bin", b"1" * 10)]
         )
-    graph.latency = 0.3  # keep the first run busy (30 downloads, 4 at a time) while the second starts
+    graph.latency = (
+        0.3  # keep the first run busy (30 downloads, 4 at a time) while the second starts
+    )
     command = [str(BIN / "fund_mail_once"), "--env-file", str(env_file)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
@@ -114,9 +117,7 @@ def test_secrets_never_reach_the_log(env_file, graph, data_dir, now):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
-@pytest.mark.parametrize(
-    "point", ["attachments-downloaded", "db-written", "index-committed", "db-published"]
-)
+@pytest.mark.parametrize("point", [p for p in crashpoints.POINTS if p != "upload-partial"])
 def test_kill_at_any_point_loses_nothing_and_duplicates_nothing(
     env_file, graph, data_dir, now, point
 ):

@@ -304,6 +304,8 @@ class _Handler(BaseHTTPRequestHandler):
         segments = [unquote(s) for s in split.path.strip("/").split("/")]
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         target = _classify(segments)
+        # Read the body first, so that an early answer (a fault) leaves the connection in sync.
+        self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         record = self.emulator._begin(method, split.path, query, target)
         self._record, self._status, self._retry_after = record, 0, None
         try:
@@ -343,6 +345,21 @@ class _Handler(BaseHTTPRequestHandler):
         if fault.kind == "expire_token":
             self.emulator.expire_tokens()
             return False
+        if self._record.target == "token" and fault.kind in (
+            "throttle",
+            "unavailable",
+            "gateway_timeout",
+        ):
+            # Entra answers in its own error format, not Graph's.
+            status = {"throttle": 429, "unavailable": 503, "gateway_timeout": 504}[fault.kind]
+            if fault.retry_after is not None:
+                self._retry_after = fault.retry_after
+            code, payload = _aad_error(
+                status, "temporarily_unavailable", 50196, "The server is temporarily unavailable."
+            )
+            headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            self._json(code, payload, headers)
+            return True
         if fault.kind == "throttle":
             self._error(
                 429,
@@ -490,8 +507,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _token(self, tenant: str) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        form = {k: v[0] for k, v in parse_qs(self.rfile.read(length).decode()).items()}
+        form = {k: v[0] for k, v in parse_qs(self._body.decode()).items()}
         registration = self.emulator.registration
         if tenant != registration.tenant_id:
             return self._json(
