@@ -399,7 +399,88 @@ def one_day_main(argv: list[str] | None = None) -> int:
     return _run("fund_mail_one_day", args, work)
 
 
-ENTRY_POINTS = {"fund_mail_once": once_main, "fund_mail_one_day": one_day_main}
+def pst_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fund_mail_pst",
+        description="Import a PST backup into TARGET/<pst name>.db (the archive schema) and "
+        "TARGET/attach/yyyy_mm_dd/. Run it again to resume; nothing is imported twice.",
+        epilog="Exit codes: 0 every item read, 1 some items or attachments could not be read "
+        "(listed in the report), 2 bad arguments or not a PST, 3 the PST is being imported.",
+    )
+    parser.add_argument("pst_path", metavar="PST_PATH", help="the .pst file")
+    parser.add_argument("--target", required=True, metavar="DIR", help="the output folder")
+    parser.add_argument(
+        "--codepage",
+        default="cp949",
+        help="codepage of an ANSI (Outlook 97-2002) PST (default cp949, Korean)",
+    )
+    parser.add_argument(
+        "--timezone",
+        default="Asia/Seoul",
+        help="zone of kst_time and of the attach/yyyy_mm_dd folders",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def pst_main(argv: list[str] | None = None) -> int:
+    from pathlib import Path
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    args = pst_parser().parse_args(argv)
+    setup_logging(None, args.verbose, args.quiet)
+    try:
+        try:
+            tz = ZoneInfo(args.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise UsageError(
+                f"--timezone {args.timezone!r} is not an IANA time zone such as Asia/Seoul"
+            ) from e
+        import codecs
+
+        try:
+            codecs.lookup(args.codepage)
+        except LookupError as e:
+            raise UsageError(f"--codepage {args.codepage!r} is not a codepage (try cp949)") from e
+        from fund_mail.pst import import_pst
+
+        bar = None
+
+        def progress(total: int) -> Callable[[], None]:
+            nonlocal bar
+            if sys.stderr.isatty():
+                from tqdm import tqdm
+
+                bar = tqdm(total=total, unit="item", file=sys.stderr)
+                return lambda: bar.update(1)
+            seen = [0]
+
+            def tick() -> None:
+                seen[0] += 1
+                if seen[0] % 500 == 0 or seen[0] == total:
+                    log.info("%d of %d items read", seen[0], total)
+
+            return tick
+
+        try:
+            report = import_pst(Path(args.pst_path), Path(args.target), tz, args.codepage, progress)
+        finally:
+            if bar is not None:
+                bar.close()
+        print(report.render())
+        return int(ExitCode.RUN_FAILED) if report.problems else int(ExitCode.OK)
+    except FundMailError as e:
+        log.error("%s", e)
+        return int(e.exit_code)
+
+
+ENTRY_POINTS = {
+    "fund_mail_once": once_main,
+    "fund_mail_one_day": one_day_main,
+    "fund_mail_pst": pst_main,
+}
 
 
 def main_for_program() -> int:
