@@ -45,6 +45,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="archive locally only; the DB stays queued for a later upload",
     )
+    _verbosity(parser)
+
+
+def _verbosity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -419,9 +423,7 @@ def pst_parser() -> argparse.ArgumentParser:
         default="Asia/Seoul",
         help="zone of kst_time and of the attach/yyyy_mm_dd folders",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug output")
-    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _verbosity(parser)
     return parser
 
 

@@ -27,7 +27,7 @@ from fund_mail import pst_props as p
 from fund_mail.errors import UsageError
 from fund_mail.rtf import rtf_to_text
 from fund_mail.state import RunLock
-from fund_mail.store import ATTACH_COLUMNS, MAIL_COLUMNS, SCHEMA_SQL, fsync_path
+from fund_mail.store import SCHEMA_SQL, fsync_path, insert_message
 from fund_mail.transform import (
     FILE_ATTACHMENT,
     ITEM_ATTACHMENT,
@@ -175,18 +175,7 @@ class TargetDb:
         self.conn.execute("BEGIN")
 
     def add(self, row: dict, attachments: list[dict]) -> None:
-        cursor = self.conn.execute(
-            f"INSERT INTO fund_mail ({', '.join(MAIL_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
-            [row[c] for c in MAIL_COLUMNS],
-        )
-        for attachment in attachments:
-            values = {**attachment, "parent_id": cursor.lastrowid, "email_id": row["email_id"]}
-            self.conn.execute(
-                f"INSERT INTO fund_mail_attach ({', '.join(ATTACH_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(ATTACH_COLUMNS))})",
-                [values[c] for c in ATTACH_COLUMNS],
-            )
+        insert_message(self.conn, row, attachments)
         self.known.add(row["email_id"])
         self.pending += 1
         if self.pending >= BATCH:

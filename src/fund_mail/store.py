@@ -37,6 +37,26 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def insert_message(
+    conn: sqlite3.Connection, row: dict[str, Any], attachments: list[dict[str, Any]]
+) -> int:
+    """One fund_mail row and its fund_mail_attach rows; returns the message's row id."""
+    cursor = conn.execute(
+        f"INSERT INTO fund_mail ({', '.join(MAIL_COLUMNS)}) "
+        f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
+        [row[c] for c in MAIL_COLUMNS],
+    )
+    parent_id = int(cursor.lastrowid)
+    for attachment in attachments:
+        values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
+        conn.execute(
+            f"INSERT INTO fund_mail_attach ({', '.join(ATTACH_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(ATTACH_COLUMNS))})",
+            [values[c] for c in ATTACH_COLUMNS],
+        )
+    return parent_id
+
+
 class ArchiveDb:
     """One archive DB under construction. Rows go in one transaction, committed by finish()."""
 
@@ -52,19 +72,7 @@ class ArchiveDb:
         self.attachments = 0
 
     def add(self, row: dict[str, Any], attachments: list[dict[str, Any]]) -> int:
-        cursor = self._conn.execute(
-            f"INSERT INTO fund_mail ({', '.join(MAIL_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
-            [row[c] for c in MAIL_COLUMNS],
-        )
-        parent_id = cursor.lastrowid
-        for attachment in attachments:
-            values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
-            self._conn.execute(
-                f"INSERT INTO fund_mail_attach ({', '.join(ATTACH_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(ATTACH_COLUMNS))})",
-                [values[c] for c in ATTACH_COLUMNS],
-            )
+        parent_id = insert_message(self._conn, row, attachments)
         self.messages += 1
         self.attachments += len(attachments)
         return parent_id

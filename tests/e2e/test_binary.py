@@ -28,14 +28,16 @@ def _fresh(binary: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def dist() -> Path:
-    """Build both executables unless dist/ already holds ones newer than every source."""
-    for name, script in (
-        ("fund_mail_once", "make_exe.sh"),
-        ("fund_mail_one_day", "make_one_day.sh"),
-    ):
+    """Build the executables unless dist/ already holds ones newer than every source."""
+    builds = [
+        ("fund_mail_once", ["make_exe.sh"]),
+        ("fund_mail_one_day", ["make_one_day.sh"]),
+        ("fund_mail_pst", ["make_exe.sh", "fund_mail_pst"]),
+    ]
+    for name, (script, *args) in builds:
         if not _fresh(ROOT / "dist" / name):
             subprocess.run(
-                ["bash", str(ROOT / script)],
+                ["bash", str(ROOT / script), *args],
                 cwd=ROOT,
                 check=True,
                 timeout=1200,
@@ -51,7 +53,7 @@ def install_dir(dist, tmp_path) -> Path:
     """A copy of the c:\\fund_mail layout: the executables with .env next to them."""
     folder = tmp_path / "fund_mail"
     folder.mkdir()
-    for name in ("fund_mail_once", "fund_mail_one_day"):
+    for name in ("fund_mail_once", "fund_mail_one_day", "fund_mail_pst"):
         shutil.copy2(dist / name, folder / name)
     return folder
 
@@ -63,7 +65,7 @@ def run(binary: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("name", ["fund_mail_once", "fund_mail_one_day"])
+@pytest.mark.parametrize("name", ["fund_mail_once", "fund_mail_one_day", "fund_mail_pst"])
 def test_version_and_help(install_dir, name):
     version = run(install_dir / name, "--version")
     assert version.returncode == 0 and version.stdout.startswith(f"{name} ")
@@ -120,3 +122,13 @@ def test_binary_runs_the_demo(install_dir):
     demo = run(install_dir / "fund_mail_once", "--demo")
     assert demo.returncode == 0, demo.stderr
     assert "Run 2 (new mail arrived):" in demo.stdout and "Sent Items" in demo.stdout
+
+
+PST_FIXTURE = ROOT.parent / "shared" / "fixtures" / "pst" / "Outlook.pst"
+
+
+@pytest.mark.skipif(not PST_FIXTURE.exists(), reason="PST fixtures not found (shared/fixtures/pst)")
+def test_pst_binary_imports_the_fixture(install_dir, tmp_path):
+    result = run(install_dir / "fund_mail_pst", str(PST_FIXTURE), "--target", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "total                                        14     11" in result.stdout
