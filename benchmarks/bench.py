@@ -317,7 +317,10 @@ def main() -> int:
     print(bench.report())
     if "exe" in chosen and exe is None:
         print(f"\n(exe scenario skipped: {args.exe} not built; run ./make_exe.sh)")
-    return 0
+    missed = [f"{o.name}: {label}" for o in bench.outcomes for label, ok in o.targets if not ok]
+    if missed:
+        print("\nMissed targets (exit code 1):\n  " + "\n  ".join(missed))
+    return 1 if missed else 0
 
 
 if __name__ == "__main__":

@@ -78,3 +78,63 @@ def test_a_sign_in_endpoint_that_stays_down_is_a_run_failure_not_a_config_error(
     with pytest.raises(RunFailed, match="temporarily unavailable") as caught:
         TokenProvider(config).token()
     assert caught.value.exit_code == ExitCode.RUN_FAILED
+
+
+def _certificate(tmp_path):
+    """A self-signed certificate and key, as an app registration's uploaded certificate."""
+    import base64
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import pkcs12
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fund_mail")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        + cert.public_bytes(serialization.Encoding.PEM)
+    )
+    pfx = tmp_path / "app.pfx"
+    pfx.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"fund_mail", key, cert, None, serialization.BestAvailableEncryption(b"pfx-pass")
+        )
+    )
+    thumbprints = {
+        base64.urlsafe_b64encode(cert.fingerprint(h)).decode().rstrip("=")
+        for h in (hashes.SHA1(), hashes.SHA256())
+    }
+    return pem, pfx, thumbprints
+
+
+@pytest.mark.parametrize("kind", ["pem", "pfx"])
+def test_certificate_instead_of_a_secret(config, graph, tmp_path, kind):
+    pem, pfx, thumbprints = _certificate(tmp_path)
+    graph.registration.certificate_thumbprints.update(thumbprints)
+    path, password = (pem, "") if kind == "pem" else (pfx, "pfx-pass")
+    config = dataclasses.replace(
+        config, client_secret="", client_cert_path=str(path), client_cert_password=password
+    )
+    assert TokenProvider(config).token()
+    graph.registration.certificate_thumbprints.clear()  # a certificate the app does not know
+    with pytest.raises(AuthError, match="AADSTS700027"):
+        TokenProvider(config).token()

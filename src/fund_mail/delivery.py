@@ -267,8 +267,9 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
     try:
         lock.__enter__()
     except LockedError:
-        # That run re-reads the queue until it is empty, so it delivers our DB too.
-        log.info("Another run is delivering the queue; it will deliver this run's DB too")
+        # That run re-reads the queue until it is empty, so it normally takes our DB too;
+        # if it has just finished, the next scheduled run does.
+        log.info("Another run is delivering the queue; this run's DB stays queued for it")
         report.queued_dbs = len(index.queued())
         return report
     try:

@@ -86,7 +86,8 @@ class Registration:
     tenant_id: str = DEFAULT_TENANT
     client_id: str = DEFAULT_CLIENT
     client_secret: str = DEFAULT_SECRET
-    certificate_thumbprints: set[str] = field(default_factory=set)  # base64url SHA-1 (x5t)
+    # base64url SHA-1 (x5t) or SHA-256 (x5t#S256) thumbprints of the uploaded certificates
+    certificate_thumbprints: set[str] = field(default_factory=set)
 
 
 class GraphEmulator:
@@ -539,9 +540,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             )
         if "client_assertion" in form:
-            if (
-                _assertion_thumbprint(form["client_assertion"])
-                not in registration.certificate_thumbprints
+            if not _assertion_thumbprints(form["client_assertion"]) & (
+                registration.certificate_thumbprints
             ):
                 return self._json(
                     *_aad_error(
@@ -774,11 +774,12 @@ def _select(rendered: dict, select: str | None) -> dict:
     return {k: v for k, v in rendered.items() if k in keep}
 
 
-def _assertion_thumbprint(assertion: str) -> str:
-    """The x5t (base64url SHA-1 of the certificate) from a client assertion's JWT header."""
+def _assertion_thumbprints(assertion: str) -> set[str]:
+    """The x5t / x5t#S256 (base64url SHA-1 / SHA-256 of the certificate) of a client
+    assertion's JWT header. The emulator checks these, not the signature."""
     try:
         header = assertion.split(".")[0]
         decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-        return decoded.get("x5t", "")
     except (ValueError, IndexError):
-        return ""
+        return set()
+    return {decoded[k].rstrip("=") for k in ("x5t", "x5t#S256") if decoded.get(k)}
