@@ -128,17 +128,22 @@ class AsyncSftpServer:
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            asyncio.run_coroutine_threadsafe(self._server.wait_closed(), self._loop).result(10)
-            self._server = None
+        """Close the listener and every session on the server's own loop (asyncio objects are
+        not thread-safe), then stop the loop."""
 
-        async def cancel_sessions():
+        async def shutdown() -> None:
             for task in asyncio.all_tasks():
                 if task is not asyncio.current_task():
                     task.cancel()
+            if self._server is not None:
+                self._server.close()
+                try:
+                    await asyncio.wait_for(self._server.wait_closed(), 5)
+                except TimeoutError:
+                    pass
 
-        asyncio.run_coroutine_threadsafe(cancel_sessions(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
+        self._server = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
 

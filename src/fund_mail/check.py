@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fund_mail.auth import TokenProvider
-from fund_mail.config import Config
+from fund_mail.config import Config, writable_dir_problem
 from fund_mail.delivery import connect
 from fund_mail.errors import ExitCode, FundMailError
 from fund_mail.graph import GraphClient
@@ -38,9 +38,9 @@ def run_checks(config: Config) -> list[Check]:
     checks = [Check("configuration", True, f"{config.source} is valid")]
 
     def data_dir() -> str:
-        where = config.data_dir if config.data_dir.exists() else config.data_dir.parent
-        if not os.access(where, os.W_OK):
-            raise FundMailError(f"{where} is not writable by this account")
+        problem = writable_dir_problem("DATA_DIR", str(config.data_dir))
+        if problem:
+            raise FundMailError(problem)
         return f"{config.data_dir} is writable" + (
             "" if config.data_dir.exists() else " (created by the first run)"
         )

@@ -140,7 +140,7 @@ def _https_url(values: dict, key: str, default: str, problems: list[str]) -> str
     return url
 
 
-def _writable_dir_problem(key: str, raw: str) -> str | None:
+def writable_dir_problem(key: str, raw: str) -> str | None:
     """Check a directory can be used without creating it (validation touches nothing)."""
     path = Path(raw)
     probe = path
@@ -187,12 +187,12 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
 
     data_dir = required("DATA_DIR", "the folder that holds the archive, e.g. c:\\fund_mail\\data")
     if data_dir:
-        problem = _writable_dir_problem("DATA_DIR", data_dir)
+        problem = writable_dir_problem("DATA_DIR", data_dir)
         if problem:
             problems.append(problem)
     log_dir = values.get("LOG_DIR", "") or (str(Path(data_dir) / "logs") if data_dir else "")
     if values.get("LOG_DIR"):
-        problem = _writable_dir_problem("LOG_DIR", log_dir)
+        problem = writable_dir_problem("LOG_DIR", log_dir)
         if problem:
             problems.append(problem)
 
