@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -263,12 +263,3 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
     if ca_bundle and "REQUESTS_CA_BUNDLE" not in os.environ:
         os.environ["REQUESTS_CA_BUNDLE"] = ca_bundle
     return config
-
-
-def describe(config: Config) -> dict[str, str]:
-    """The configuration with secrets masked, for --check and debugging."""
-    shown = {}
-    for f in fields(config):
-        value = getattr(config, f.name)
-        shown[f.name] = "***" if (f.repr is False and value) else str(value)
-    return shown

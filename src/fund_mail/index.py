@@ -265,6 +265,3 @@ class ArchiveIndex:
                     error[:1000],
                 ),
             )
-
-    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return self._conn.execute(sql, params).fetchall()
