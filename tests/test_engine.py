@@ -198,14 +198,19 @@ def test_corrupt_state_stops_the_run_and_since_recovers_it(config, graph, now):
     assert list(config.data_dir.glob("LAST_TIME.json.unreadable-*"))
 
 
-def test_missing_state_resumes_from_the_index(config, graph, now):
+def test_missing_state_resumes_from_the_index_with_its_overlap(config, graph, now):
+    graph.mailbox.add_message(now - timedelta(hours=1))
     run_once(config)
-    first = graph.mailbox.add_message(now + timedelta(minutes=1))
+    first = graph.mailbox.add_message(now + timedelta(minutes=10))
+    late = graph.mailbox.add_message(now + timedelta(minutes=5), visible=False)
     run_once(config)
     (config.data_dir / "LAST_TIME.json").unlink()
-    second = graph.mailbox.add_message(now + timedelta(minutes=2))
+    late.visible = True  # older than the newest archived mail, inside the overlap window
+    second = graph.mailbox.add_message(now + timedelta(minutes=20))
     run_once(config)
-    assert_exactly_once(config.data_dir, [first.immutable_id, second.immutable_id])
+    assert_exactly_once(
+        config.data_dir, [first.immutable_id, late.immutable_id, second.immutable_id]
+    )
 
 
 def test_legacy_state_file_continues_without_re_archiving(config, graph, now):

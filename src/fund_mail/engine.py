@@ -205,7 +205,9 @@ def establish_baseline(client: GraphClient, index: ArchiveIndex, config: Config)
     return Cursor(newest["id"], moment, newest.get("subject") or "", archive_floor=moment)
 
 
-def run_once(config: Config, since: datetime | None = None, client: GraphClient | None = None):
+def run_once(
+    config: Config, since: datetime | None = None, client: GraphClient | None = None
+) -> RunResult:
     """One incremental run: archive everything new since the cursor, exactly once."""
     started = time.monotonic()
     run_time = datetime.now(config.tz)
@@ -215,7 +217,13 @@ def run_once(config: Config, since: datetime | None = None, client: GraphClient 
         if cursor is None and since is None and index.has_archived():
             email_id, received_utc = index.newest_archived()
             log.warning("LAST_TIME.json is missing; resuming from the archive index")
-            cursor = Cursor(email_id, parse_graph_time(received_utc))
+            # The baseline's own time is the floor again, so the overlap window is kept.
+            floor = index.baseline_time()
+            cursor = Cursor(
+                email_id,
+                parse_graph_time(received_utc),
+                archive_floor=parse_graph_time(floor) if floor else EPOCH,
+            )
         if cursor is None and since is None:
             cursor = establish_baseline(client, index, config)
             write_cursor(config.data_dir, cursor, config.tz)

@@ -125,6 +125,13 @@ class ArchiveIndex:
             "SELECT email_id, received_utc FROM archived ORDER BY received_utc DESC LIMIT 1"
         ).fetchone()
 
+    def baseline_time(self) -> str | None:
+        """When the baseline was taken (the receivedDateTime of the ids known then)."""
+        row = self._conn.execute(
+            "SELECT min(received_utc) FROM archived WHERE db_file = ?", (BASELINE,)
+        ).fetchone()
+        return row[0] if row else None
+
     def record_baseline(self, ids_received: Iterable[tuple[str, str]]) -> None:
         with self.transaction() as conn:
             conn.executemany(
