@@ -152,3 +152,14 @@ def test_list_follows_next_links(client, graph, now):
         graph.mailbox.add_message(now - timedelta(seconds=i))
     assert len(all_messages(client, page_size=10)) == 25
     assert len(graph.records("list")) == 3
+
+
+def test_retries_are_not_nested(graph, config, now):
+    """urllib3 already retried a request that never answers; the body-retry loop must not
+    repeat the whole series (1 try + 5 read retries, not 5 x 6)."""
+    config = dataclasses.replace(config, http_timeout=1.0)
+    client = GraphClient(config, TokenProvider(config), backoff=0.001)
+    graph.add_fault("slow", target="list", times=None, delay=1.3)
+    with pytest.raises(GraphError):
+        all_messages(client)
+    assert len(graph.records("list")) == 6

@@ -161,7 +161,7 @@ def _recorded(command: str, config: Config, body: Callable[[], RunResult | None]
     try:
         result = body()
     except FundMailError as e:
-        record_run(config, command, started, int(e.exit_code), str(e), getattr(e, "result", None))
+        record_run(config, command, started, int(e.exit_code), str(e), e.result)
         raise
     except Exception as e:
         record_run(

@@ -23,6 +23,9 @@ class FundMailError(Exception):
     """Base class: an error whose message is safe to show the operator as it is."""
 
     exit_code: ExitCode = ExitCode.RUN_FAILED
+    # What the run had archived before it failed (e.g. an upload failing after the archive),
+    # so that the run history keeps the counts. Set by the CLI; RunResult or None.
+    result: object = None
 
 
 class ConfigError(FundMailError):

@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
 
 from fund_mail import crashpoints
 from fund_mail.auth import TokenProvider
@@ -114,7 +115,9 @@ class GraphClient:
                 requests.exceptions.Timeout,
                 ValueError,  # JSON of a truncated body
             ) as e:
-                if attempt == BODY_RETRIES:
+                # MaxRetryError means urllib3 has already spent its retries on this request.
+                exhausted = bool(e.args) and isinstance(e.args[0], MaxRetryError)
+                if exhausted or attempt == BODY_RETRIES:
                     raise GraphError(
                         f"{what} failed after {attempt} attempts: {type(e).__name__}: {e}"
                     ) from e
