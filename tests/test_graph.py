@@ -10,7 +10,7 @@ import pytest
 from fund_mail.auth import TokenProvider
 from fund_mail.emulator import file_attachment
 from fund_mail.errors import AccessDeniedError, GraphError
-from fund_mail.graph import GraphClient
+from fund_mail.graph import GraphClient, read_ahead
 from fund_mail.retry import GraphRetry
 
 LIST_FILTER = "receivedDateTime ge 2000-01-01T00:00:00Z and isDraft eq false"
@@ -163,3 +163,58 @@ def test_retries_are_not_nested(graph, config, now):
     with pytest.raises(GraphError):
         all_messages(client)
     assert len(graph.records("list")) == 6
+
+
+# -- read-ahead ----------------------------------------------------------------------------
+def test_read_ahead_yields_every_page_in_order():
+    assert list(read_ahead(iter([[1], [2, 3], []]))) == [[1], [2, 3], []]
+    assert list(read_ahead(iter([]))) == []
+
+
+def test_read_ahead_fetches_the_next_page_while_the_caller_works():
+    next_page_started = threading.Event()
+
+    def pages():
+        yield ["first"]
+        next_page_started.set()
+        yield ["second"]
+
+    reader = read_ahead(pages())
+    assert next(reader) == ["first"]
+    # The caller has not asked for the second page yet; it is already being fetched.
+    assert next_page_started.wait(timeout=10)
+    assert next(reader) == ["second"]
+
+
+def test_read_ahead_raises_the_fetch_error_where_it_happened():
+    def pages():
+        yield ["first"]
+        raise GraphError("Graph answered 500", 500)
+
+    reader = read_ahead(pages())
+    assert next(reader) == ["first"]
+    with pytest.raises(GraphError, match="500"):
+        next(reader)
+
+
+def test_read_ahead_stops_after_one_extra_page_when_the_caller_stops():
+    fetched = []
+
+    def pages():
+        for number in range(10):
+            fetched.append(number)
+            yield [number]
+
+    reader = read_ahead(pages())
+    assert next(reader) == [0]
+    reader.close()
+    assert fetched == [0, 1]
+
+
+def test_read_ahead_over_the_client_fetches_each_page_once(client, graph, now):
+    for second in range(30):
+        graph.mailbox.add_message(now - timedelta(seconds=second))
+    pages = read_ahead(client.fetch_message_pages(LIST_FILTER, 7))
+    assert sum(len(page) for page in pages) == 30
+    lists = graph.records("list")
+    assert len(lists) == 5 and all(r.status == 200 for r in lists)

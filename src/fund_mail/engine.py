@@ -20,7 +20,7 @@ from fund_mail.auth import TokenProvider
 from fund_mail.config import Config
 from fund_mail.errors import StateError
 from fund_mail.folders import FolderPaths
-from fund_mail.graph import GraphClient
+from fund_mail.graph import GraphClient, read_ahead
 from fund_mail.index import ArchiveIndex
 from fund_mail.logs import REDACTOR
 from fund_mail.state import Cursor, RunLock, read_cursor, set_aside, write_cursor
@@ -68,7 +68,7 @@ class Archiver:
         self.client = client
         self.index = index
         self.command = command
-        self.folders = FolderPaths(client)
+        self.folders = FolderPaths(client, config.max_concurrency)
 
     def archive(
         self,
@@ -103,6 +103,7 @@ class Archiver:
                     continue
                 if db is None:
                     db = ArchiveDb(tmp_path)
+                self.folders.lookup(m.get("parentFolderId") for m in batch)
                 plans = [attachments.plan(m) for m in batch]
                 jobs = [job for plan in plans for job in plan.jobs]
                 result.bytes += attachments.download_all(
@@ -252,9 +253,11 @@ def run_once(
             last_time = cursor.last_fetch_time
             scan_from = max(floor, last_time - timedelta(minutes=config.overlap_minutes))
         newest = Newest()
-        pages = client.fetch_message_pages(
-            f"receivedDateTime ge {graph_time(scan_from)} and isDraft eq false",
-            config.page_size,
+        pages = read_ahead(
+            client.fetch_message_pages(
+                f"receivedDateTime ge {graph_time(scan_from)} and isDraft eq false",
+                config.page_size,
+            )
         )
         result = Archiver(config, client, index, "once").archive(
             newest.track(pages),
@@ -308,10 +311,12 @@ def run_day(
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         client = client or open_graph(config)
         start, end = day_bounds(day, config)
-        pages = client.fetch_message_pages(
-            f"receivedDateTime ge {graph_time(start)} and receivedDateTime lt "
-            f"{graph_time(end)} and isDraft eq false",
-            config.page_size,
+        pages = read_ahead(
+            client.fetch_message_pages(
+                f"receivedDateTime ge {graph_time(start)} and receivedDateTime lt "
+                f"{graph_time(end)} and isDraft eq false",
+                config.page_size,
+            )
         )
         result = Archiver(config, client, index, "day").archive(
             pages,

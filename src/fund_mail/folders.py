@@ -3,59 +3,90 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from fund_mail.errors import GraphError
 from fund_mail.graph import GraphClient
 
 log = logging.getLogger(__name__)
 
+MAX_DEPTH = 64  # deeper than any real folder tree; stops a parent loop
+
 
 class FolderPaths:
-    """Walks parentFolderId up to the mailbox root, one request per folder not yet seen
-    (Sent Items, which also names the root, comes with the first request)."""
+    """One request per folder the run meets, made side by side before the rows need them.
 
-    def __init__(self, client: GraphClient) -> None:
+    lookup() fetches every folder of a batch that the run has not seen yet, together, then their
+    parents, level by level up to the mailbox root. Sent Items comes first: it sits right under
+    the root, so its parentFolderId names the root too.
+    """
+
+    def __init__(self, client: GraphClient, workers: int) -> None:
         self._client = client
+        self._workers = workers
+        self._folders: dict[str, dict | None] = {}  # None: the folder no longer exists
         self._paths: dict[str, str] = {}
         self._root_id: str | None = None
         self._sent_id: str | None = None
 
-    def _load_sent_items(self) -> None:
-        # Sent Items sits right under the mailbox root, so one request names both.
-        sent = self._client.fetch_folder("sentitems")
-        self._sent_id, self._root_id = sent["id"], sent.get("parentFolderId")
-        self._paths[sent["id"]] = sent.get("displayName") or ""
-
-    @property
-    def root_id(self) -> str | None:
-        if self._sent_id is None:
-            self._load_sent_items()
-        return self._root_id
-
     @property
     def sent_items_id(self) -> str:
         if self._sent_id is None:
-            self._load_sent_items()
+            self.lookup([])
         return self._sent_id
+
+    def lookup(self, folder_ids: Iterable[str | None]) -> None:
+        if self._sent_id is None:
+            # First on its own: a message in Sent Items then needs no request of its own.
+            self._take_sent_items(self._client.fetch_folder("sentitems"))
+        wanted = self._unseen(folder_ids)
+        if not wanted:
+            return
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="folder") as pool:
+            for _ in range(MAX_DEPTH):
+                fetched = dict(zip(wanted, pool.map(self._fetch, wanted), strict=True))
+                self._folders.update(fetched)
+                wanted = self._unseen(f.get("parentFolderId") for f in fetched.values() if f)
+                if not wanted:
+                    break
 
     def path(self, folder_id: str | None) -> str:
         if not folder_id:
             return ""
         if folder_id not in self._paths:
-            self._paths[folder_id] = self._resolve(folder_id, depth=0)
+            self._paths[folder_id] = self._walk(folder_id)
         return self._paths[folder_id]
 
-    def _resolve(self, folder_id: str, depth: int) -> str:
-        if folder_id == self.root_id or depth > 64:
-            return ""
+    def _walk(self, folder_id: str) -> str:
+        names: list[str] = []
+        current: str | None = folder_id
+        for _ in range(MAX_DEPTH):
+            if self._sent_id is None or (current and current not in self._folders):
+                self.lookup([current])  # a folder no batch asked for in advance
+            if not current or current == self._root_id:
+                break
+            folder = self._folders.get(current)
+            if folder is None:
+                break  # gone: the path keeps the names below it
+            names.append(folder.get("displayName") or "")
+            current = folder.get("parentFolderId")
+        return "/".join(reversed(names))
+
+    def _unseen(self, folder_ids: Iterable[str | None]) -> list[str]:
+        return sorted(
+            {f for f in folder_ids if f and f not in self._folders and f != self._root_id}
+        )
+
+    def _fetch(self, folder_id: str) -> dict | None:
         try:
-            folder = self._client.fetch_folder(folder_id)
+            return self._client.fetch_folder(folder_id)
         except GraphError as e:
             if e.status != 404:
                 raise
             log.warning("folder %s no longer exists; folder_path left empty", folder_id[-12:])
-            return ""
-        parent = folder.get("parentFolderId")
-        parent_path = self.path(parent) if parent and parent != self.root_id else ""
-        name = folder.get("displayName") or ""
-        return f"{parent_path}/{name}" if parent_path else name
+            return None
+
+    def _take_sent_items(self, sent: dict) -> None:
+        self._sent_id, self._root_id = sent["id"], sent.get("parentFolderId")
+        self._folders[sent["id"]] = sent

@@ -11,8 +11,9 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -33,6 +34,24 @@ MESSAGE_FIELDS = (
 ATTACHMENT_EXPAND = "attachments($select=id,name,contentType,size,isInline)"
 CHUNK = 1024 * 1024
 BODY_RETRIES = 5  # a response cut off mid-body is retried whole this many times
+
+
+T = TypeVar("T")
+_END = object()
+
+
+def read_ahead(pages: Iterator[T]) -> Iterator[T]:
+    """Yield pages while a worker thread already fetches the next one.
+
+    The next list page is one round trip away; fetching it while the caller downloads
+    attachments and writes rows hides that round trip. Errors reach the caller unchanged, at
+    the page where they happened. Stopping early waits for the one fetch still in flight.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-ahead") as worker:
+        upcoming = worker.submit(next, pages, _END)
+        while (page := upcoming.result()) is not _END:
+            upcoming = worker.submit(next, pages, _END)
+            yield page
 
 
 class NotDownloadable(GraphError):

@@ -309,9 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         record = self.emulator._begin(method, split.path, query, target)
         self._record, self._status, self._retry_after = record, 0, None
+        self._respond_at = record.started + self.emulator.latency
         try:
-            if self.emulator.latency:
-                time.sleep(self.emulator.latency)
             fault = self.emulator._take_fault(
                 target, unquote(split.path), unquote_plus(split.query)
             )
@@ -395,6 +394,14 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return True
         raise ValueError(f"unknown fault kind {fault.kind}")
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # The injected latency is the time from arrival to the answer, the emulator's own work
+        # included, as with a real service: the emulator's speed must not count as the client's.
+        delay = self._respond_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        super().send_response(code, message)
 
     def _send(
         self,
