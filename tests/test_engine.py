@@ -5,12 +5,12 @@ import dataclasses
 import json
 import sqlite3
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from fund_mail.emulator import file_attachment
-from fund_mail.engine import run_once
+from fund_mail.engine import run_day, run_once
 from fund_mail.errors import GraphError, StateError
 from fund_mail.index import ArchiveIndex
 from fund_mail.state import RunLock
@@ -283,3 +283,28 @@ def test_every_archived_db_is_queued_for_delivery(config, graph, now):
         assert index.queued() == [index.relative(result.db_path)]
     finally:
         index.close()
+
+
+@pytest.mark.parametrize("command", ["once", "day"])
+def test_the_next_page_is_fetched_while_the_current_one_is_written(config, graph, now, command):
+    paged = dataclasses.replace(config, page_size=100)
+    if command == "once":
+        run_once(paged)  # the baseline, on an empty mailbox
+        start = now - timedelta(minutes=10)
+    else:
+        start = datetime(2025, 6, 30, 9, tzinfo=config.tz)
+    for i in range(300):
+        graph.mailbox.add_message(start + timedelta(seconds=i))
+    # Slow folder lookups keep the engine busy with the first page.
+    graph.add_fault("slow", target="folder", times=2, delay=0.5)
+    graph.reset_log()
+    if command == "once":
+        result = run_once(paged)
+    else:
+        result = run_day(paged, start.date())
+    assert result.messages == 300
+    lists, folders = graph.records("list"), graph.records("folder")
+    assert len(lists) == 3 and len(folders) == 2
+    # The second page was asked for before the engine had the first page's folder names.
+    assert lists[1].started < folders[0].finished
+    assert len(archived_rows(config.data_dir)) == 300
