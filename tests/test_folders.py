@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from fund_mail.errors import GraphError
-from fund_mail.folders import FolderPaths
+from fund_mail.folders import MAX_DEPTH, FolderPaths
 
 ROOT = "root"
 TREE = {
@@ -15,6 +15,8 @@ TREE = {
     "2025": {"id": "2025", "displayName": "2025", "parentFolderId": "funds"},
     "archive": {"id": "archive", "displayName": "Archive", "parentFolderId": ROOT},
     "orphan": {"id": "orphan", "displayName": "Kept", "parentFolderId": "deleted-parent"},
+    "loop-a": {"id": "loop-a", "displayName": "A", "parentFolderId": "loop-b"},
+    "loop-b": {"id": "loop-b", "displayName": "B", "parentFolderId": "loop-a"},
 }
 
 
@@ -96,3 +98,11 @@ def test_other_errors_fail_the_run():
 
     with pytest.raises(GraphError, match="500"):
         FolderPaths(Failing(), workers=4).lookup(["inbox"])
+
+
+def test_a_parent_loop_ends_with_one_request_per_folder():
+    client = FakeFolders()
+    folders = FolderPaths(client, workers=4)
+    path = folders.path("loop-a")
+    assert path.endswith("B/A") and len(path.split("/")) == MAX_DEPTH
+    assert sorted(client.requested) == ["loop-a", "loop-b", "sentitems"]

@@ -59,13 +59,15 @@ class FolderPaths:
         return self._paths[folder_id]
 
     def _walk(self, folder_id: str) -> str:
+        if self._sent_id is None:
+            self.lookup([])  # names the root, where the walk stops
         names: list[str] = []
         current: str | None = folder_id
         for _ in range(MAX_DEPTH):
-            if self._sent_id is None or (current and current not in self._folders):
-                self.lookup([current])  # a folder no batch asked for in advance
             if not current or current == self._root_id:
                 break
+            if current not in self._folders:
+                self.lookup([current])  # a folder no batch asked for in advance
             folder = self._folders.get(current)
             if folder is None:
                 break  # gone: the path keeps the names below it
