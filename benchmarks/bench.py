@@ -93,9 +93,11 @@ class Measured:
 
 def run_measured(command: list[str], cwd: Path) -> Measured:
     """Start, end and peak RSS of one child process."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
-        process = subprocess.Popen(command, cwd=cwd, stdout=out, stderr=err, env=child_env())
+        process = subprocess.Popen(
+            command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=child_env()
+        )
         # wait4 reports this child's own resource use; ru_maxrss is in KiB on Linux.
         _, status, usage = os.wait4(process.pid, 0)
         ended = time.monotonic()
