@@ -16,11 +16,14 @@ import argparse
 import math
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -131,12 +134,17 @@ class Bench:
         self.exe = exe
         self.outcomes: list[Outcome] = []
 
-    def _setup(self, name: str):
+    @contextmanager
+    def _scenario(self, name: str) -> Iterator[tuple[Path, GraphEmulator, Path]]:
+        """A work folder and a running emulator, both gone afterwards (150 MB in one case)."""
         workdir = Path(tempfile.mkdtemp(prefix=f"fm-bench-{name}-"))
         graph = GraphEmulator(tls_dir=workdir / "tls").start()
-        os.environ["REQUESTS_CA_BUNDLE"] = str(graph.tls.ca_cert)
-        env = graph.write_env(workdir / ".env", workdir / "data")
-        return workdir, graph, env
+        try:
+            os.environ["REQUESTS_CA_BUNDLE"] = str(graph.tls.ca_cert)
+            yield workdir, graph, graph.write_env(workdir / ".env", workdir / "data")
+        finally:
+            graph.stop()
+            shutil.rmtree(workdir, ignore_errors=True)
 
     def measure(
         self,
@@ -175,8 +183,7 @@ class Bench:
 
     # -- scenarios -------------------------------------------------------------------------
     def idle(self) -> None:
-        workdir, graph, env = self._setup("idle")
-        try:
+        with self._scenario("idle") as (workdir, graph, env):
             graph.mailbox.add_message(datetime.now(UTC) - timedelta(hours=1))
             once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
             run_measured(once, workdir)  # the baseline, which also compiles the bytecode
@@ -191,12 +198,9 @@ class Bench:
                     ("at most 3 HTTP requests", lambda o: o.graph_requests <= 3),
                 ],
             )
-        finally:
-            graph.stop()
 
     def burst(self) -> None:
-        workdir, graph, env = self._setup("burst")
-        try:
+        with self._scenario("burst") as (workdir, graph, env):
             once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
             run_measured(once, workdir)
             rng = random.Random(1000)
@@ -227,12 +231,9 @@ class Bench:
                     ("within 1.5x of the floor", lambda o: o.wall <= 1.5 * o.floor_seconds),
                 ],
             )
-        finally:
-            graph.stop()
 
     def day(self) -> None:
-        workdir, graph, env = self._setup("day")
-        try:
+        with self._scenario("day") as (workdir, graph, env):
             seoul = ZoneInfo("Asia/Seoul")
             start = datetime(2025, 6, 30, 0, 0, 1, tzinfo=seoul)
             for i in range(5000):
@@ -256,12 +257,9 @@ class Bench:
                     ("within 1.5x of the floor", lambda o: o.wall <= 1.5 * o.floor_seconds),
                 ],
             )
-        finally:
-            graph.stop()
 
     def big(self) -> None:
-        workdir, graph, env = self._setup("big")
-        try:
+        with self._scenario("big") as (workdir, graph, env):
             once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
             run_measured(once, workdir)
             graph.mailbox.add_message(
@@ -281,14 +279,11 @@ class Bench:
                     ("file complete", lambda o: o.payload == 150 * MB),
                 ],
             )
-        finally:
-            graph.stop()
 
     def exe_idle(self) -> None:
         if self.exe is None:
             return
-        workdir, graph, env = self._setup("exe")
-        try:
+        with self._scenario("exe") as (workdir, graph, env):
             graph.mailbox.add_message(datetime.now(UTC) - timedelta(hours=1))
             command = [str(self.exe), "--env-file", str(env), "--quiet"]
             run_measured(command, workdir)
@@ -304,8 +299,6 @@ class Bench:
                     ("at most 3 HTTP requests", lambda o: o.graph_requests <= 3),
                 ],
             )
-        finally:
-            graph.stop()
 
     # -- report ----------------------------------------------------------------------------
     def report(self) -> str:

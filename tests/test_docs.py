@@ -2,6 +2,8 @@
 
 import re
 import sqlite3
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,3 +48,21 @@ def test_every_documented_option_exists():
     documented = {o for span in spans for o in re.findall(r"(?<![\w-])--[a-z][a-z-]+", span)}
     assert len(documented) >= 10
     assert documented <= options, documented - options
+
+
+def test_the_documented_benchmark_command_runs():
+    """A smoke test of the benchmark's plumbing (counts only: timing stays out of the suite)."""
+    root = Path(__file__).resolve().parents[1]
+    block = (root / "BENCHMARKS.md").read_text("utf-8").split("```bash", 1)[1].split("```", 1)[0]
+    command = block.split("#")[0].split()
+    assert command == ["uv", "run", "python", "benchmarks/bench.py"]
+    finished = subprocess.run(
+        [sys.executable, command[-1], "--only", "idle", "--latency", "0"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "| idle cycle (no new mail) | 3 (1 + 2 sign-in) |" in finished.stdout
+    assert "PASS at most 3 HTTP requests" in finished.stdout
