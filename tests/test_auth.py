@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from fund_mail.auth import TokenProvider, describe_token_error
 from fund_mail.errors import AuthError
+from fund_mail.graph.auth import TokenProvider, describe_token_error
 
 
 def test_client_credentials_token(config, graph):
@@ -57,12 +57,12 @@ def test_describe_token_error_without_a_known_code():
 
 
 def test_a_busy_sign_in_endpoint_is_retried(config, graph, monkeypatch):
-    import fund_mail.auth
+    import fund_mail.graph.auth
 
-    monkeypatch.setattr(fund_mail.auth, "THROTTLE_WAIT", 0.01)
+    monkeypatch.setattr(fund_mail.graph.auth, "THROTTLE_WAIT", 0.01)
     # msal replays a throttled answer for its Retry-After ("1" s here), so wait that out.
     graph.add_fault("throttle", target="token", times=1, retry_after="1")
-    monkeypatch.setattr(fund_mail.auth, "THROTTLE_WAIT", 1.1)
+    monkeypatch.setattr(fund_mail.graph.auth, "THROTTLE_WAIT", 1.1)
     assert TokenProvider(config).token()
     assert [r.status for r in graph.records("token")] == [429, 200]
 
@@ -70,10 +70,10 @@ def test_a_busy_sign_in_endpoint_is_retried(config, graph, monkeypatch):
 def test_a_sign_in_endpoint_that_stays_down_is_a_run_failure_not_a_config_error(
     config, graph, monkeypatch
 ):
-    import fund_mail.auth
+    import fund_mail.graph.auth
     from fund_mail.errors import ExitCode, RunFailed
 
-    monkeypatch.setattr(fund_mail.auth, "THROTTLE_WAIT", 0.01)
+    monkeypatch.setattr(fund_mail.graph.auth, "THROTTLE_WAIT", 0.01)
     graph.add_fault("unavailable", target="token", times=None)
     with pytest.raises(RunFailed, match="temporarily unavailable") as caught:
         TokenProvider(config).token()

@@ -4,10 +4,10 @@ import hashlib
 from datetime import timedelta
 from pathlib import Path
 
-from fund_mail.check import render, run_checks
+from fund_mail.admin.check import render, run_checks
+from fund_mail.admin.status import status_report
 from fund_mail.emulator import file_attachment
 from fund_mail.engine import run_once
-from fund_mail.status import status_report
 from tests.helpers import run_cli
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from fund_mail.archive.index import ArchiveIndex
 from fund_mail.config import config_from_values
 from fund_mail.emulator import file_attachment
 from fund_mail.engine import deliver, run_once
 from fund_mail.errors import DeliveryError
-from fund_mail.index import ArchiveIndex
 from tests.sftp_servers import AsyncSftpServer, SshdServer, free_port, sshd_path
 
 

@@ -5,13 +5,13 @@ from datetime import timedelta
 import pytest
 import requests
 
-from fund_mail.auth import TokenProvider
 from fund_mail.emulator import (
     file_attachment,
     inner_message,
     item_attachment,
     reference_attachment,
 )
+from fund_mail.graph.auth import TokenProvider
 
 IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
 

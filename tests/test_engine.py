@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from fund_mail.archive.fsutil import RunLock
+from fund_mail.archive.index import ArchiveIndex
 from fund_mail.emulator import file_attachment
 from fund_mail.engine import run_day, run_once
 from fund_mail.errors import GraphError, StateError
-from fund_mail.index import ArchiveIndex
-from fund_mail.state import RunLock
 from tests.helpers import archived_ids, archived_rows
 
 

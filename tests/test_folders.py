@@ -5,7 +5,7 @@ import threading
 import pytest
 
 from fund_mail.errors import GraphError
-from fund_mail.folders import MAX_DEPTH, FolderPaths
+from fund_mail.graph.folders import MAX_DEPTH, FolderPaths
 
 ROOT = "root"
 TREE = {

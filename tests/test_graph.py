@@ -7,11 +7,11 @@ from datetime import timedelta
 
 import pytest
 
-from fund_mail.auth import TokenProvider
 from fund_mail.emulator import file_attachment
 from fund_mail.errors import AccessDeniedError, GraphError
-from fund_mail.graph import GraphClient, read_ahead
-from fund_mail.retry import GraphRetry
+from fund_mail.graph.auth import TokenProvider
+from fund_mail.graph.client import GraphClient, read_ahead
+from fund_mail.graph.retry import GraphRetry
 
 LIST_FILTER = "receivedDateTime ge 2000-01-01T00:00:00Z and isDraft eq false"
 

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fund_mail import pst_props
-from fund_mail.pst import FolderTally, ImportReport, Problem, _decode
+from fund_mail.pst import props as pst_props
+from fund_mail.pst.importer import FolderTally, ImportReport, Problem, _decode
 from tests.helpers import run_cli
 from tests.test_store import assert_pst_utils_schema
 
@@ -152,7 +152,7 @@ def test_bad_codepage_and_timezone(tmp_path):
 @needs_fixtures
 @needs_pypff
 def test_codepage_reaches_libpff(tmp_path):
-    from fund_mail.pst import open_pst
+    from fund_mail.pst.importer import open_pst
 
     handle = open_pst(OUTLOOK, "cp949")
     try:

@@ -1,6 +1,6 @@
 """RTF to text, without libpff."""
 
-from fund_mail.rtf import rtf_to_text
+from fund_mail.pst.rtf import rtf_to_text
 
 
 def test_text_and_paragraphs():

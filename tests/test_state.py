@@ -6,8 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from fund_mail.archive.cursor import Cursor, read_cursor, write_cursor
+from fund_mail.archive.fsutil import RunLock
 from fund_mail.errors import LockedError, StateError
-from fund_mail.state import Cursor, RunLock, read_cursor, write_cursor
 
 SEOUL = ZoneInfo("Asia/Seoul")
 

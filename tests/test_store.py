@@ -2,7 +2,7 @@
 
 import sqlite3
 
-from fund_mail.store import SCHEMA_SQL, ArchiveDb
+from fund_mail.archive.store import SCHEMA_SQL, ArchiveDb
 
 # (name, declared type, not null, default, pk) exactly as SCHEMA.md lists them.
 FUND_MAIL = [

@@ -2,7 +2,7 @@
 
 import xml.etree.ElementTree as ET
 
-from fund_mail.task import schtasks_command, task_xml, write_task_xml
+from fund_mail.admin.schtasks import schtasks_command, task_xml, write_task_xml
 from tests.helpers import run_cli
 
 NS = {"t": "http://schemas.microsoft.com/windows/2004/02/mit/task"}

@@ -7,8 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fund_mail import attachments
-from fund_mail.transform import (
+from fund_mail.archive.rows import (
     email_time,
     graph_time,
     is_windows_safe,
@@ -19,6 +18,7 @@ from fund_mail.transform import (
     phy_file_name,
     safe_extension,
 )
+from fund_mail.graph import attachments
 
 PAGE = json.loads((Path(__file__).parent / "fixtures" / "messages_page.json").read_text("utf-8"))
 SEOUL = ZoneInfo("Asia/Seoul")

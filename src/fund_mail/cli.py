@@ -106,7 +106,7 @@ def once_parser() -> argparse.ArgumentParser:
 
 
 def print_task_xml(args: argparse.Namespace) -> int:
-    from fund_mail.task import schtasks_command, task_xml, write_task_xml
+    from fund_mail.admin.schtasks import schtasks_command, task_xml, write_task_xml
 
     user = "%USERDOMAIN%\\%USERNAME%"
     if args.print_task_xml == "-":
@@ -154,8 +154,8 @@ def _run(
 
 def _recorded(command: str, config: Config, body: Callable[[], RunResult | None]) -> int:
     """Run body and keep its outcome in the run history that --status shows."""
+    from fund_mail.archive.index import utc_now_text
     from fund_mail.engine import record_run
-    from fund_mail.index import utc_now_text
 
     started = utc_now_text()
     try:
@@ -193,7 +193,7 @@ def deliver_after(
 
 
 def _status(config: Config) -> int:
-    from fund_mail.status import status_report
+    from fund_mail.admin.status import status_report
 
     print(status_report(config))
     return int(ExitCode.OK)
@@ -201,7 +201,7 @@ def _status(config: Config) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     """The checklist prints a red line for a bad .env too, instead of only a log error."""
-    from fund_mail.check import Check, exit_code, render, run_checks
+    from fund_mail.admin.check import Check, exit_code, render, run_checks
 
     setup_logging(None, args.verbose, args.quiet)
     try:
@@ -218,7 +218,7 @@ def _check(args: argparse.Namespace) -> int:
 def once_main(argv: list[str] | None = None) -> int:
     args = once_parser().parse_args(argv)
     if args.demo:
-        from fund_mail.demo import run_demo
+        from fund_mail.admin.demo import run_demo
 
         return run_demo()
     if args.print_task_xml:
@@ -229,8 +229,8 @@ def once_main(argv: list[str] | None = None) -> int:
         return _run("fund_mail_once", args, _status, log_to_file=False)
 
     def work(config: Config) -> int:
+        from fund_mail.archive.rows import parse_datetime_arg
         from fund_mail.engine import run_once
-        from fund_mail.transform import parse_datetime_arg
 
         since = None
         if args.since:
@@ -446,7 +446,7 @@ def pst_main(argv: list[str] | None = None) -> int:
             codecs.lookup(args.codepage)
         except LookupError as e:
             raise UsageError(f"--codepage {args.codepage!r} is not a codepage (try cp949)") from e
-        from fund_mail.pst import import_pst
+        from fund_mail.pst.importer import import_pst
 
         bar = None
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import paramiko
 
 from fund_mail import crashpoints
+from fund_mail.archive.fsutil import RunLock
+from fund_mail.archive.index import ArchiveIndex
 from fund_mail.config import Config
 from fund_mail.errors import DeliveryError, LockedError
-from fund_mail.index import ArchiveIndex
-from fund_mail.state import RunLock
 
 log = logging.getLogger(__name__)
 

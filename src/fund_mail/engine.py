@@ -15,17 +15,19 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fund_mail import attachments, crashpoints
-from fund_mail.auth import TokenProvider
+from fund_mail import crashpoints
+from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
+from fund_mail.archive.fsutil import RunLock
+from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.rows import graph_time, message_row, parse_graph_time
+from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
 from fund_mail.errors import StateError
-from fund_mail.folders import FolderPaths
-from fund_mail.graph import GraphClient, read_ahead
-from fund_mail.index import ArchiveIndex
+from fund_mail.graph import attachments
+from fund_mail.graph.auth import TokenProvider
+from fund_mail.graph.client import GraphClient, read_ahead
+from fund_mail.graph.folders import FolderPaths
 from fund_mail.logs import REDACTOR
-from fund_mail.state import Cursor, RunLock, read_cursor, set_aside, write_cursor
-from fund_mail.store import ArchiveDb
-from fund_mail.transform import graph_time, message_row, parse_graph_time
 
 if TYPE_CHECKING:
     from fund_mail.delivery import DeliveryReport

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 
 from fund_mail import crashpoints
+from fund_mail.archive.fsutil import RunLock
 from fund_mail.emulator import file_attachment
-from fund_mail.state import RunLock
 from tests.helpers import BIN, archived_ids, archived_rows, run_cli
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fund_mail.archive.rows import is_windows_safe
 from fund_mail.emulator import (
     file_attachment,
     inner_message,
@@ -17,7 +18,6 @@ from fund_mail.emulator import (
     reference_attachment,
 )
 from fund_mail.engine import run_once
-from fund_mail.transform import is_windows_safe
 from tests.helpers import BIN, archived_rows, run_cli
 
 CASES_RUN: list[str] = []

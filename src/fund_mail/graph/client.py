@@ -7,7 +7,6 @@ MAX_CONCURRENCY requests in flight, one token refresh on 401, and attachment byt
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +20,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 
 from fund_mail import crashpoints
-from fund_mail.auth import TokenProvider
+from fund_mail.archive.fsutil import atomic_writer
 from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
-from fund_mail.retry import build_retry
+from fund_mail.graph.auth import TokenProvider
+from fund_mail.graph.retry import build_retry
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +203,10 @@ class GraphClient:
             f"{self.mailbox_url}/messages/{quote(message_id, safe='')}"
             f"/attachments/{quote(attachment_id, safe='')}/$value"
         )
-        partial = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.part")
 
-        def action() -> int:
+        def action(out) -> int:
+            out.seek(0)
+            out.truncate()  # a retried download starts over
             with self._slots:
                 response = self._send(url, None, stream=True)
                 with response:
@@ -214,17 +215,12 @@ class GraphClient:
                     if response.status_code != 200:
                         raise graph_error(response)
                     size = 0
-                    with open(partial, "wb") as out:
-                        for chunk in response.iter_content(CHUNK):
-                            out.write(chunk)
-                            size += len(chunk)
-                            crashpoints.reached("attachment-partial")
-                        out.flush()
-                        os.fsync(out.fileno())
-            os.replace(partial, dest)
+                    for chunk in response.iter_content(CHUNK):
+                        out.write(chunk)
+                        size += len(chunk)
+                        crashpoints.reached("attachment-partial")
             return size
 
-        try:
-            return self._with_body_retries(action, f"attachment {attachment_id[-12:]}")
-        finally:
-            partial.unlink(missing_ok=True)
+        # fsync and rename happen after the slot is released, off the request budget.
+        with atomic_writer(dest) as out:
+            return self._with_body_retries(lambda: action(out), f"attachment {attachment_id[-12:]}")

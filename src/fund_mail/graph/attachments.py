@@ -11,8 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fund_mail.graph import GraphClient, NotDownloadable
-from fund_mail.transform import REFERENCE_ATTACHMENT, attachment_note, phy_file_name
+from fund_mail.archive.rows import REFERENCE_ATTACHMENT, attachment_note, phy_file_name
+from fund_mail.graph.client import GraphClient, NotDownloadable
 
 log = logging.getLogger(__name__)
 

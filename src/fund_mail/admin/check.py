@@ -10,11 +10,11 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fund_mail.auth import TokenProvider
 from fund_mail.config import Config, writable_dir_problem
 from fund_mail.delivery import connect
 from fund_mail.errors import ExitCode, FundMailError
-from fund_mail.graph import GraphClient
+from fund_mail.graph.auth import TokenProvider
+from fund_mail.graph.client import GraphClient
 
 
 @dataclass

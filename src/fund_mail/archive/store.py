@@ -6,13 +6,14 @@ ARCHITECTURE.md for why the order matters.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-SCHEMA_SQL = files("fund_mail").joinpath("schema.sql").read_text(encoding="utf-8")
+from fund_mail.archive.fsutil import fsync_path
+
+SCHEMA_SQL = files("fund_mail.archive").joinpath("schema.sql").read_text(encoding="utf-8")
 MAIL_COLUMNS = (
     "email_id", "subject", "sender_address", "sender_name", "from_address", "from_name",
     "to_recipients", "cc_recipients", "email_time", "kst_time", "content", "msg_kind",
@@ -21,20 +22,6 @@ MAIL_COLUMNS = (
 ATTACH_COLUMNS = (
     "parent_id", "email_id", "save_folder", "org_file_name", "phy_file_name", "file_size",
 )  # fmt: skip
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file, or a directory so that a rename in it survives a power cut (POSIX only)."""
-    if path.is_dir():
-        if os.name == "nt":
-            return  # Windows cannot open a directory for fsync; NTFS journals renames itself.
-        fd = os.open(path, os.O_RDONLY)
-    else:
-        fd = os.open(path, os.O_RDWR | getattr(os, "O_BINARY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def insert_message(

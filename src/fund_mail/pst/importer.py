@@ -13,7 +13,6 @@ from __future__ import annotations
 import email.message
 import email.utils
 import logging
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,18 +22,18 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fund_mail import pst_props as p
-from fund_mail.errors import UsageError
-from fund_mail.rtf import rtf_to_text
-from fund_mail.state import RunLock
-from fund_mail.store import SCHEMA_SQL, fsync_path, insert_message
-from fund_mail.transform import (
+from fund_mail.archive.fsutil import RunLock, atomic_writer, fsync_path
+from fund_mail.archive.rows import (
     FILE_ATTACHMENT,
     ITEM_ATTACHMENT,
     email_time,
     local_time,
     phy_file_name,
 )
+from fund_mail.archive.store import SCHEMA_SQL, insert_message
+from fund_mail.errors import UsageError
+from fund_mail.pst import props as p
+from fund_mail.pst.rtf import rtf_to_text
 
 log = logging.getLogger(__name__)
 
@@ -497,18 +496,11 @@ def _copy_attachment(attachment: Any, dest: Path) -> int:
 
 
 def _write_atomically(dest: Path, chunks: Any) -> int:
-    partial = dest.with_name(f"{dest.name}.{os.getpid()}.part")
     written = 0
-    try:
-        with open(partial, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-                written += len(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(partial, dest)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_writer(dest) as out:
+        for chunk in chunks:
+            out.write(chunk)
+            written += len(chunk)
     return written
 
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fund_mail import crashpoints
+from fund_mail.archive.fsutil import fsync_path
 from fund_mail.errors import StateError
-from fund_mail.store import fsync_path
 
 log = logging.getLogger(__name__)
 

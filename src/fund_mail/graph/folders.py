@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from fund_mail.errors import GraphError
-from fund_mail.graph import GraphClient
+from fund_mail.graph.client import GraphClient
 
 log = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fund_mail.archive.cursor import read_cursor
+from fund_mail.archive.index import INDEX_NAME
+from fund_mail.archive.rows import local_time, parse_graph_time
 from fund_mail.config import Config
 from fund_mail.errors import StateError
-from fund_mail.index import INDEX_NAME
-from fund_mail.state import read_cursor
-from fund_mail.transform import local_time, parse_graph_time
 
 
 def _local(text: str | None, config: Config) -> str:

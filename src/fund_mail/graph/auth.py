@@ -15,8 +15,8 @@ from requests.adapters import HTTPAdapter
 
 from fund_mail.config import Config
 from fund_mail.errors import AuthError, RunFailed
+from fund_mail.graph.retry import build_retry
 from fund_mail.logs import REDACTOR
-from fund_mail.retry import build_retry
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""The incremental cursor (DATA_DIR/LAST_TIME.json) and the per-command run lock."""
+"""The incremental cursor: DATA_DIR/LAST_TIME.json."""
 
 from __future__ import annotations
 
@@ -7,12 +7,11 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
 from zoneinfo import ZoneInfo
 
-from fund_mail.errors import LockedError, StateError
-from fund_mail.store import fsync_path
-from fund_mail.transform import graph_time, local_time, parse_graph_time
+from fund_mail.archive.fsutil import write_atomic
+from fund_mail.archive.rows import graph_time, local_time, parse_graph_time
+from fund_mail.errors import StateError
 
 STATE_NAME = "LAST_TIME.json"
 FUTURE_TOLERANCE = timedelta(days=1)  # clock skew between the PC and Microsoft 365
@@ -73,15 +72,10 @@ def read_cursor(data_dir: Path) -> Cursor | None:
 
 
 def write_cursor(data_dir: Path, cursor: Cursor, tz: ZoneInfo) -> None:
-    """Atomically: temporary file, fsync, replace, fsync the folder."""
-    path = data_dir / STATE_NAME
-    tmp = path.with_name(f".{STATE_NAME}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as out:
-        json.dump(cursor.to_json(tz), out, ensure_ascii=False, indent=2)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-    fsync_path(data_dir)
+    """Atomically (fsutil.write_atomic): a crash leaves the old cursor or the new one."""
+    write_atomic(
+        data_dir / STATE_NAME, json.dumps(cursor.to_json(tz), ensure_ascii=False, indent=2)
+    )
 
 
 def set_aside(path: Path) -> Path:
@@ -89,58 +83,3 @@ def set_aside(path: Path) -> Path:
     target = path.with_name(f"{path.name}.unreadable-{datetime.now().strftime('%Y%m%d%H%M%S')}")
     os.replace(path, target)
     return target
-
-
-class RunLock:
-    """An OS file lock: released by the OS even when the process is killed, so never stale."""
-
-    def __init__(self, path: Path, command: str) -> None:
-        self.path = path
-        self.command = command
-        self._file: IO[str] | None = None
-
-    def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="ascii")
-        try:
-            _lock(handle)
-        except OSError as e:
-            handle.close()
-            raise LockedError(
-                f"Another {self.command} run is in progress (lock {self.path} is held); "
-                "this run exits without doing anything. If no other run exists, the lock is "
-                "released automatically when that process ends."
-            ) from e
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._file is not None:
-            _unlock(self._file)
-            self._file.close()
-            self._file = None
-
-
-if os.name == "nt":
-    import msvcrt
-
-    def _lock(handle: IO[str]) -> None:
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-
-    def _unlock(handle: IO[str]) -> None:
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
-
-else:
-    import fcntl
-
-    def _lock(handle: IO[str]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def _unlock(handle: IO[str]) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

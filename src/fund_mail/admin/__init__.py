@@ -1,0 +1,1 @@
+"""Operator tools: --check, --status, the scheduled-task XML and the --demo."""

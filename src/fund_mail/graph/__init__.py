@@ -1,0 +1,1 @@
+"""Microsoft Graph: sign-in (auth), transport (client, retry), folder names and attachments."""

@@ -1,0 +1,1 @@
+"""fund_mail_pst: import PST backups into the archive schema."""
