@@ -211,7 +211,7 @@ class PstImporter:
             if not (is_sent or rules.is_sent_folder_name(path)):
                 continue
             for index in range(_items_in(folder)):
-                props = p.entries(_safe(lambda i=index: folder.get_sub_message(i)))
+                props = p.entries(_safe(lambda f=folder, i=index: f.get_sub_message(i)))
                 senders.append(self._addresses(props)[0].address)
         owner = rules.store_owner(senders)
         if owner:

@@ -1,0 +1,151 @@
+"""Faithful import on the shared fixtures: an embedded message with its own attachment, an
+Exchange sender with no SMTP property, the OST decision, the block decoding."""
+
+import email
+import email.policy
+import io
+import sqlite3
+import struct
+import subprocess
+import zipfile
+from datetime import UTC, datetime
+
+import pypff  # noqa: F401 - a missing libpff must fail these tests, not skip them
+
+from fund_mail.pst import ndb
+from fund_mail.pst import props as pst_props
+from fund_mail.pst.crypt import DECODE
+from tests.helpers import run_cli
+from tests.pst.fixtures import fixture
+from tests.pst.test_readpst_oracle import readpst
+
+
+def import_fixture(name, target):
+    result = run_cli("fund_mail_pst", str(fixture(name)), "--target", str(target))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def readpst_docx(tmp_path) -> bytes:
+    out = tmp_path / "readpst"
+    out.mkdir()
+    subprocess.run([readpst(), "-S", "-q", "-o", str(out), str(fixture("testPST.pst"))], check=True)
+    for path in out.rglob("*"):
+        if path.is_file() and b"attachment.docx" in path.read_bytes():
+            raw = path.read_bytes().replace(b"\n>From ", b"\nX-Mbox: ")
+            outer = email.message_from_bytes(raw, policy=email.policy.default)
+            for part in outer.walk():
+                if part.get_filename() == "attachment.docx":
+                    return part.get_payload(decode=True)
+    raise AssertionError("readpst did not write attachment.docx")
+
+
+def test_embedded_message_keeps_its_own_attachment(tmp_path):
+    import_fixture("testPST.pst", tmp_path)
+    with sqlite3.connect(tmp_path / "testPST.db") as conn:
+        (row_id, sender, author, kind, note) = conn.execute(
+            "SELECT id, sender_address, from_address, msg_kind, note FROM fund_mail "
+            "WHERE subject = 'FW: First email'"
+        ).fetchone()
+        ((folder, phy, name, size),) = conn.execute(
+            "SELECT save_folder, phy_file_name, org_file_name, file_size FROM fund_mail_attach "
+            "WHERE parent_id = ?",
+            (row_id,),
+        ).fetchall()
+    data = (tmp_path / folder / phy).read_bytes()
+    assert phy.endswith(".eml") and name == "First email" and size == len(data)
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert message["Subject"] == "First email"
+    assert message["From"].addresses[0].addr_spec == "nassif.lfcn@pf.gov.br"
+    assert message.get_body(("plain",)).get_content().startswith("Docx file attached.")
+    (docx,) = list(message.iter_attachments())
+    assert docx.get_filename() == "attachment.docx"
+    content = docx.get_payload(decode=True)
+    assert len(content) == 11862
+    assert "word/document.xml" in zipfile.ZipFile(io.BytesIO(content)).namelist()
+    assert content == readpst_docx(tmp_path), "the same bytes as the independent reader"
+    # The Exchange sender has no SMTP property: its address comes from the send account.
+    assert sender == author == "nassif.lfcn@pf.gov.br"
+    assert kind == "sent"
+    assert "sender address from the send account" in note
+    assert "sent: the sender nassif.lfcn@pf.gov.br is the store owner" in note
+
+
+def test_ost_is_refused_with_a_way_out(tmp_path):
+    data = bytearray(fixture("dist-list.pst").read_bytes())
+    data[8:10] = b"SO"  # wMagicClient of an OST
+    ost = tmp_path / "mailbox.ost"
+    ost.write_bytes(data)
+    result = run_cli("fund_mail_pst", str(ost), "--target", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "is an OST" in result.stderr and "Outlook Data File (.pst)" in result.stderr
+    assert not (tmp_path / "out" / "mailbox.db").exists()
+
+
+def test_decode_table_is_a_permutation_that_matches_libpff():
+    assert sorted(DECODE) == list(range(256))
+    with ndb.PstFile(fixture("Outlook.pst")) as pst:
+        assert pst.crypt == 1
+        handle = pypff.file()
+        handle.open(str(fixture("Outlook.pst")))
+        inbox = handle.get_root_folder().get_sub_folder(1).get_sub_folder(1)
+        message = inbox.get_sub_message(0)
+        attachment = message.get_attachment(1)  # Sunset.jpg
+        node = pst.node(message.identifier)
+        attachment_node = pst.sub_nodes(node.sub_bid)[attachment.identifier]
+        values = ndb.property_context(
+            pst.data_blocks(attachment_node.data_bid),
+            pst.sub_nodes(attachment_node.sub_bid),
+            pst,
+        )
+        assert values[pst_props.PR_ATTACH_DATA][1] == attachment.read_buffer(attachment.size)
+        handle.close()
+
+
+# -- a property context built by hand ----------------------------------------------------------
+def heap(properties: list[tuple[int, int, bytes | int]]) -> bytes:
+    """A one-block property context, laid out as [MS-PST] 2.3.1 describes."""
+    allocations: list[bytes] = []
+
+    def hid(data: bytes) -> int:
+        allocations.append(data)
+        return len(allocations) << 5
+
+    records = b""
+    for prop, value_type, value in properties:
+        raw = value if isinstance(value, int) else hid(value)
+        records += struct.pack("<HHI", prop, value_type, raw)
+    records_hid = hid(records)
+    root = hid(struct.pack("<BBBBI", 0xB5, 2, 6, 0, records_hid))
+    body, offsets = b"", [12]
+    for data in allocations:
+        body += data
+        offsets.append(12 + len(body))
+    page_map = 12 + len(body)
+    header = struct.pack("<HBBI", page_map, 0xEC, 0xBC, root) + b"\x00" * 4
+    return (
+        header
+        + body
+        + struct.pack("<HH", len(allocations), 0)
+        + struct.pack(f"<{len(offsets)}H", *offsets)
+    )
+
+
+def test_property_context_reader():
+    when = datetime(2011, 6, 21, 23, 47, 1, tzinfo=UTC)
+    ticks = int((when - pst_props.FILETIME_EPOCH).total_seconds() * 10_000_000)
+    buffer = heap(
+        [
+            (pst_props.PR_SUBJECT, 0x1F, "\x01\x01메시지 1".encode("utf-16-le")),
+            (pst_props.PR_MESSAGE_FLAGS, 0x03, 0x11),
+            (pst_props.PR_CLIENT_SUBMIT_TIME, 0x40, struct.pack("<Q", ticks)),
+            (pst_props.PR_BODY, 0x1F, 0x87BF),  # a node id: kept in a sub-node
+            (pst_props.PR_SENDER_NAME, 0x1E, "김".encode("cp949")),
+        ]
+    )
+    values = ndb.property_context([buffer], {}, None, "cp949")
+    assert pst_props.strip_subject_prefix(values[pst_props.PR_SUBJECT][1]) == "메시지 1"
+    assert values[pst_props.PR_MESSAGE_FLAGS] == (0x03, 0x11)
+    assert values[pst_props.PR_CLIENT_SUBMIT_TIME][1] == when
+    assert values[pst_props.PR_BODY][1] is None
+    assert values[pst_props.PR_SENDER_NAME][1] == "김"
