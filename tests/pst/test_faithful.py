@@ -17,6 +17,7 @@ from fund_mail.pst import props as pst_props
 from fund_mail.pst.crypt import DECODE
 from tests.helpers import run_cli
 from tests.pst.fixtures import fixture
+from tests.pst.patching import NID_MESSAGE_STORE, PatchedPst
 from tests.pst.test_readpst_oracle import readpst
 
 
@@ -149,3 +150,66 @@ def test_property_context_reader():
     assert values[pst_props.PR_CLIENT_SUBMIT_TIME][1] == when
     assert values[pst_props.PR_BODY][1] is None
     assert values[pst_props.PR_SENDER_NAME][1] == "김"
+
+
+# -- fixture copies with one property changed (tests/pst/patching.py) ---------------------------
+def rows_of(db):
+    with sqlite3.connect(db) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute("SELECT * FROM fund_mail ORDER BY id")]
+
+
+def test_store_without_subtree_and_sent_ids(tmp_path):
+    """An IMAP-style store: no IPM-subtree id, no Sent Items id. Paths and Sent still right."""
+    copy = (
+        PatchedPst(fixture("Outlook.pst"))
+        .change(NID_MESSAGE_STORE, pst_props.PR_IPM_SUBTREE_ENTRYID, new_id=0x7FF1)
+        .change(NID_MESSAGE_STORE, pst_props.PR_IPM_SENTMAIL_ENTRYID, new_id=0x7FF2)
+        .write(tmp_path / "imap.pst")
+    )
+    result = run_cli("fund_mail_pst", str(copy), "--target", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Mailbox top: the root's single mail folder." in result.stdout
+    mails = rows_of(tmp_path / "out" / "imap.db")
+    assert {m["folder_path"] for m in mails} == {"Inbox", "Sent Items"}
+    sent_items = [m for m in mails if m["folder_path"] == "Sent Items"]
+    assert len(sent_items) == 5
+    assert {(m["msg_kind"], m["note"]) for m in sent_items} == {
+        ("sent", "sent: in a folder named 'Sent Items'")
+    }
+
+
+def test_drafts_are_left_out_and_counted(tmp_path):
+    message_1 = 2097700  # Inbox / "message 1"
+    copy = (
+        PatchedPst(fixture("Outlook.pst"))
+        .change(message_1, pst_props.PR_MESSAGE_FLAGS, value=0x08)  # MSGFLAG_UNSENT
+        .write(tmp_path / "drafts.pst")
+    )
+    result = run_cli("fund_mail_pst", str(copy), "--target", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    mails = rows_of(tmp_path / "out" / "drafts.db")
+    assert len(mails) == 10 and str(message_1) not in {m["email_id"] for m in mails}
+    assert "draft (IPM.Note) 1" in result.stdout
+    assert "Archived: IPM.Note 10" in result.stdout
+
+
+def test_dates_fall_back_to_submit_time_then_header_date(tmp_path):
+    feature_generators = 2097188  # testPST / "Re: Feature Generators"
+    no_delivery = PatchedPst(fixture("testPST.pst")).change(
+        feature_generators, pst_props.PR_MESSAGE_DELIVERY_TIME, new_id=0x7FF3
+    )
+    import_fixture_copy = no_delivery.write(tmp_path / "submit.pst")
+    run_cli("fund_mail_pst", str(import_fixture_copy), "--target", str(tmp_path / "a"))
+    (first, *_) = rows_of(tmp_path / "a" / "submit.db")
+    assert first["email_time"] == "2014-02-26 07:50:04"
+    assert first["note"] == "date from the submit time (no delivery time)"
+
+    no_submit = no_delivery.change(
+        feature_generators, pst_props.PR_CLIENT_SUBMIT_TIME, new_id=0x7FF4
+    ).write(tmp_path / "header.pst")
+    run_cli("fund_mail_pst", str(no_submit), "--target", str(tmp_path / "b"))
+    (first, *_) = rows_of(tmp_path / "b" / "header.db")
+    assert first["email_time"] == "2014-02-26 07:50:04"  # Date: Wed, 26 Feb 2014 08:50:04 +0100
+    assert first["kst_time"] == "2014-02-26 16:50:04"
+    assert first["note"] == "date from the transport headers (no delivery or submit time)"
