@@ -213,3 +213,32 @@ def test_dates_fall_back_to_submit_time_then_header_date(tmp_path):
     assert first["email_time"] == "2014-02-26 07:50:04"  # Date: Wed, 26 Feb 2014 08:50:04 +0100
     assert first["kst_time"] == "2014-02-26 16:50:04"
     assert first["note"] == "date from the transport headers (no delivery or submit time)"
+
+
+def test_an_unreadable_part_of_an_embedded_message_is_counted_and_noted(tmp_path, monkeypatch):
+    """The docx inside "FW: First email" made unreadable: the .eml is still written, the part
+    is named in the row's note and listed in the report, which does not claim all was read."""
+    from zoneinfo import ZoneInfo
+
+    from fund_mail.pst import importer
+    from fund_mail.pst.report import ALL_READ
+
+    real = importer.read_embedded
+
+    def without_docx_data(*args):
+        message = real(*args)
+        message.attachments[0].values[pst_props.PR_ATTACH_DATA] = (0x102, None)
+        return message
+
+    monkeypatch.setattr(importer, "read_embedded", without_docx_data)
+    report = importer.import_pst(fixture("testPST.pst"), tmp_path, ZoneInfo("Asia/Seoul"))
+    text = report.render()
+    assert ALL_READ not in text and "NOT everything was read" in text
+    reason = (
+        "embedded message 'First email': attachment 1 (attachment.docx): its data could not be read"
+    )
+    assert f"(top) / FW: First email: {reason}" in text
+    (note,) = [
+        r["note"] for r in rows_of(tmp_path / "testPST.db") if r["subject"] == "FW: First email"
+    ]
+    assert reason in note

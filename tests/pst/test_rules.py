@@ -127,11 +127,16 @@ HEADERS = (
             "lee@fund.example",
             "sender address from the transport headers",
         ),
+        (
+            {"address": DN, "directory": rules.directory_pairs([(DN.lower(), "kim@f.kr")])},
+            "kim@f.kr",
+            "sender address from the Sent folders' recipients",
+        ),
         ({"address": DN}, DN, "sender address is an Exchange DN with no SMTP address"),
     ],
 )
 def test_resolve_address_never_empty_for_an_exchange_sender(kwargs, address, note):
-    args = {"smtp": [], "address": "", "name": "", "accounts": {}, "headers": []}
+    args = {"smtp": [], "address": "", "name": "", "accounts": {}, "headers": [], "directory": {}}
     found = rules.resolve_address("sender", **{**args, **kwargs})
     assert (found.address, found.note) == (address, note)
 

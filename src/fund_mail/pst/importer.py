@@ -145,6 +145,7 @@ class PstImporter:
         self.sent_id = p.entry_node_id(_binary(store.get(p.PR_IPM_SENTMAIL_ENTRYID)))
         self.top_id, self.top_rule = self._find_top()
         self.owners: set[str] = set()
+        self.directory: dict[str, str] = {}  # EX DN (upper case) -> SMTP, from Sent recipients
 
     def close(self) -> None:
         if self._ndb is not None:
@@ -205,14 +206,21 @@ class PstImporter:
         return sum(_items_in(folder) for _, folder, _ in self.folders())
 
     def learn_owner(self) -> str | None:
-        """The store owner: the most frequent sender of the sent-like folders."""
+        """The store owner: the most frequent sender of the sent-like folders. On the way, the
+        Exchange DN to SMTP pairs of their recipients, for senders with no SMTP property."""
         senders: list[str] = []
+        pairs: list[tuple[str, str]] = []
         for path, folder, is_sent in self.folders():
             if not (is_sent or rules.is_sent_folder_name(path)):
                 continue
             for index in range(_items_in(folder)):
-                props = p.entries(_safe(lambda f=folder, i=index: f.get_sub_message(i)))
-                senders.append(self._addresses(props)[0].address)
+                item = _safe(lambda f=folder, i=index: f.get_sub_message(i))
+                senders.append(self._addresses(p.entries(item))[0].address)
+                for props in _recipient_props(item):
+                    pairs.append(
+                        (p.text(props, p.PR_EMAIL_ADDRESS), p.text(props, p.PR_SMTP_ADDRESS))
+                    )
+        self.directory = rules.directory_pairs(pairs)
         owner = rules.store_owner(senders)
         if owner:
             self.owners.add(owner)
@@ -251,6 +259,7 @@ class PstImporter:
             name=p.text(props, p.PR_SENDER_NAME),
             accounts=accounts,
             headers=rules.header_addresses(headers, "Sender", "From"),
+            directory=self.directory,
         )
         author = rules.resolve_address(
             "from",
@@ -259,6 +268,7 @@ class PstImporter:
             name=p.text(props, p.PR_SENT_REPRESENTING_NAME),
             accounts=accounts,
             headers=rules.header_addresses(headers, "From"),
+            directory=self.directory,
         )
         if not author.address:  # no separate author: the sender wrote it, as Graph's `from`
             author = sender
@@ -301,7 +311,7 @@ class PstImporter:
             sender=sender.address or author.address,
             owners=self.owners | set(accounts.values()),
         )
-        to, cc, recipient_notes = _recipients(item, headers)
+        to, cc, recipient_notes = _recipients(item, headers, self.directory)
         notes = [n for n in (sent, date_note, sender.note, author.note) if n] + recipient_notes
         day = (moment or datetime(1970, 1, 1, tzinfo=UTC)).astimezone(self.tz)
         save_folder = f"attach/{day.strftime('%Y_%m_%d')}"
@@ -463,18 +473,21 @@ def _decode(raw: bytes | str, codepage: str, internet_cpid: int | None) -> str:
     return raw.decode(codepage, errors="replace")
 
 
-def _recipients(item: Any, headers: str) -> tuple[str, str, list[str]]:
+def _recipient_props(item: Any) -> Iterator[dict[int, Any]]:
+    """{property id: entry} of each row of a message's recipients table."""
+    table = _safe(lambda: item.recipients)
+    for record_set in (_safe(lambda: list(table.record_sets)) if table else None) or []:
+        yield {e.entry_type: e for e in record_set.entries}
+
+
+def _recipients(item: Any, headers: str, directory: dict[str, str]) -> tuple[str, str, list[str]]:
     """(to, cc, notes): comma-separated SMTP addresses from the recipients table."""
     to: list[str] = []
     cc: list[str] = []
     notes: list[str] = []
-    table = _safe(lambda: item.recipients)
-    if table is None:
-        return "", "", notes
     header_to = rules.header_addresses(headers, "To")
     header_cc = rules.header_addresses(headers, "Cc")
-    for record_set in _safe(lambda: list(table.record_sets)) or []:
-        props = {e.entry_type: e for e in record_set.entries}
+    for props in _recipient_props(item):
         kind = p.number(props, p.PR_RECIPIENT_TYPE)
         if kind not in (1, 2, None):
             continue  # Bcc and other kinds are not in the live columns either
@@ -485,6 +498,7 @@ def _recipients(item: Any, headers: str) -> tuple[str, str, list[str]]:
             name=p.text(props, p.PR_DISPLAY_NAME),
             accounts={},
             headers=header_cc if kind == 2 else header_to,
+            directory=directory,
         )
         address = found.address or p.text(props, p.PR_DISPLAY_NAME)
         if found.note and found.note not in notes:

@@ -120,6 +120,15 @@ def is_smtp(address: str) -> bool:
     return "@" in address and not address.upper().startswith("/O=")
 
 
+def directory_pairs(recipients: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """{EX DN (upper case): SMTP} from (PR_EMAIL_ADDRESS, PR_SMTP_ADDRESS) of recipients."""
+    return {
+        dn.upper(): smtp
+        for dn, smtp in recipients
+        if dn.upper().startswith("/O=") and is_smtp(smtp)
+    }
+
+
 def send_account_pairs(values: Iterable[str]) -> dict[str, str]:
     """{EX DN (upper case): SMTP} from PR_PRIMARY_SEND_ACCOUNT / PR_NEXT_SEND_ACCT values,
     which read `<id>\\x01<DN>\\x01<SMTP>`."""
@@ -158,12 +167,14 @@ def resolve_address(
     name: str,
     accounts: dict[str, str],
     headers: Sequence[tuple[str, str]],
+    directory: dict[str, str] | None = None,
 ) -> Resolved:
     """The SMTP address of a sender, author or recipient.
 
     In order: the SMTP properties (0x5D01, 0x5D02, 0x39FE), the address itself when it is
-    SMTP, the send account that pairs its Exchange DN with an SMTP address, the transport
-    headers (matched by display name when there are several). Failing all, the EX DN, noted.
+    SMTP, the message's send account that pairs its Exchange DN with an SMTP address, the
+    store's directory of such pairs (learnt from the Sent folders), the transport headers
+    (matched by display name when there are several). Failing all, the EX DN, noted.
     """
     for candidate in smtp:
         if candidate and is_smtp(candidate):
@@ -172,6 +183,10 @@ def resolve_address(
         return Resolved(address)
     if address and address.upper() in accounts:
         return Resolved(accounts[address.upper()], f"{role} address from the send account")
+    if address and directory and address.upper() in directory:
+        return Resolved(
+            directory[address.upper()], f"{role} address from the Sent folders' recipients"
+        )
     by_name = [a for n, a in headers if name and n.strip().lower() == name.strip().lower()]
     if len(headers) == 1 or by_name:
         found = by_name[0] if by_name else headers[0][1]
