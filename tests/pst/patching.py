@@ -9,19 +9,13 @@ reads the copy as a real PST. The fixture itself is never written.
 from __future__ import annotations
 
 import struct
-import zlib
 from pathlib import Path
 
 from fund_mail.pst import ndb
-from fund_mail.pst.crypt import DECODE
+from fund_mail.pst.crypt import DECODE, block_crc
 
 ENCODE = bytes(DECODE.index(i) for i in range(256))
 NID_MESSAGE_STORE = 0x21
-
-
-def crc(data: bytes) -> int:
-    """[MS-PST] 5.3: CRC-32 without the usual pre- and post-inversion."""
-    return zlib.crc32(data, 0xFFFFFFFF) ^ 0xFFFFFFFF
 
 
 class PatchedPst:
@@ -59,7 +53,7 @@ class PatchedPst:
             block = bytearray(bytes(block).translate(ENCODE))
         self.data[offset : offset + length] = block
         trailer = offset + (length + 16 + 63) // 64 * 64 - 16  # Unicode block trailer
-        struct.pack_into("<I", self.data, trailer + 4, crc(bytes(block)))
+        struct.pack_into("<I", self.data, trailer + 4, block_crc(bytes(block)))
         return self
 
     def write(self, path: Path) -> Path:

@@ -242,3 +242,33 @@ def test_an_unreadable_part_of_an_embedded_message_is_counted_and_noted(tmp_path
         r["note"] for r in rows_of(tmp_path / "testPST.db") if r["subject"] == "FW: First email"
     ]
     assert reason in note
+
+
+def test_a_damaged_block_inside_an_embedded_message_is_caught_by_its_crc(tmp_path):
+    """One byte changed in the data of the nested attachment.docx: not imported silently wrong,
+    but listed, noted, and the run exits 1."""
+    source = fixture("testPST.pst")
+    blocks: list[tuple[int, int]] = []
+
+    class Recording(ndb.PstFile):
+        def block(self, bid):
+            entry = self._search(self.bbt_root, bid & ~1)
+            blocks.append((self._uint(entry, 8), struct.unpack_from("<H", entry, 16)[0]))
+            return super().block(bid)
+
+    with Recording(source) as pst:
+        ndb.read_embedded(pst, 2097380, 0x8025, "cp1252")  # "FW: First email"
+    offset, length = max(blocks, key=lambda b: b[1])  # the docx data
+    data = bytearray(source.read_bytes())
+    data[offset + length // 2] ^= 0x5A
+    damaged = tmp_path / "damaged.pst"
+    damaged.write_bytes(data)
+    result = run_cli("fund_mail_pst", str(damaged), "--target", str(tmp_path / "out"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "fails its CRC check" in result.stdout and "NOT everything was read" in result.stdout
+    (note,) = [
+        r["note"]
+        for r in rows_of(tmp_path / "out" / "damaged.db")
+        if r["subject"] == "FW: First email"
+    ]
+    assert "embedded message 'First email': attachment 1: block" in note

@@ -1,10 +1,13 @@
-"""The "compressible encryption" of PST data blocks ([MS-PST] 5.1, NDB_CRYPT_PERMUTE).
+"""The "compressible encryption" of PST data blocks ([MS-PST] 5.1, NDB_CRYPT_PERMUTE), and the
+CRC of blocks ([MS-PST] 5.3).
 
 Each byte of a data block is substituted through a fixed 256-byte permutation; decoding uses
 its inverse, below. Internal blocks (B-tree pages, data and sub-node trees) are not encoded.
 """
 
 from __future__ import annotations
+
+import zlib
 
 DECODE = bytes.fromhex(
     "47f1b4e60b6a7248854e9eebe2f89453e0bba002e85a09abdbe3bac67cc310dd"
@@ -20,3 +23,8 @@ DECODE = bytes.fromhex(
 
 def decode_permute(data: bytes) -> bytes:
     return data.translate(DECODE)
+
+
+def block_crc(data: bytes) -> int:
+    """The CRC-32 of [MS-PST] 5.3: the usual polynomial, without pre- and post-inversion."""
+    return zlib.crc32(data, 0xFFFFFFFF) ^ 0xFFFFFFFF

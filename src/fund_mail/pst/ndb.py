@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from fund_mail.pst.crypt import decode_permute
+from fund_mail.pst.crypt import block_crc, decode_permute
 
 NID_TYPE_ATTACHMENT = 0x05
 MAX_BLOCKS = 100_000  # a data tree larger than this is damage, not data
@@ -31,10 +31,11 @@ class Layout:
 
     unicode: bool
     id_size: int  # bytes of a BID, IB or NID key
-    page_trailer: int
+    trailer_size: int
     nbt_root: int
     bbt_root: int
     crypt_offset: int
+    crc_in_trailer: int  # offset of dwCRC in a block trailer
     page_size: int = 512
 
     @property
@@ -42,8 +43,8 @@ class Layout:
         return 488 if self.unicode else 496
 
 
-UNICODE = Layout(True, 8, 16, 224, 240, 513)
-ANSI = Layout(False, 4, 12, 188, 196, 461)
+UNICODE = Layout(True, 8, 16, 224, 240, 513, 4)
+ANSI = Layout(False, 4, 12, 188, 196, 461, 8)
 
 
 @dataclass(frozen=True)
@@ -122,19 +123,25 @@ class PstFile:
         return Node(nid, self._uint(entry, size), self._uint(entry, 2 * size))
 
     def block(self, bid: int) -> bytes:
-        """One block's bytes, decoded when it holds data (internal blocks are plain)."""
+        """One block's bytes, checked against its CRC, and decoded when it holds data
+        (internal blocks are plain)."""
         bid &= ~1  # the lowest bit is reserved, not part of the id
+        layout = self.layout
         entry = self._search(self.bbt_root, bid)
-        size = self.layout.id_size
-        offset = self._uint(entry, size)
-        length = struct.unpack_from("<H", entry, 2 * size)[0]
-        data = self._read(offset, length)
+        offset = self._uint(entry, layout.id_size)
+        length = struct.unpack_from("<H", entry, 2 * layout.id_size)[0]
+        stored = (length + layout.trailer_size + 63) // 64 * 64  # blocks fill 64-byte units
+        raw = self._read(offset, stored)
+        data = raw[:length]
+        trailer = stored - layout.trailer_size
+        if struct.unpack_from("<I", raw, trailer + layout.crc_in_trailer)[0] != block_crc(data):
+            raise NdbError(f"block {bid:#x} fails its CRC check: the file is damaged there")
         if bid & 2 or self.crypt == 0:
             return data
         return decode_permute(data)
 
     # -- data trees and sub-nodes ------------------------------------------------------------
-    def data_blocks(self, bid: int) -> list[bytes]:
+    def data_blocks(self, bid: int, depth: int = 0) -> list[bytes]:
         """The data blocks of a node, in order: one block, or the leaves of an XBLOCK tree."""
         if not bid:
             return []
@@ -142,24 +149,24 @@ class PstFile:
             return [self.block(bid)]
         raw = self.block(bid)
         kind, level, count = struct.unpack_from("<BBH", raw, 0)
-        if kind != 0x01 or level not in (1, 2):
+        if kind != 0x01 or level not in (1, 2) or depth > 1:
             raise NdbError(f"block {bid:#x} is not a data tree")
         size = self.layout.id_size
         children = [self._uint(raw, 8 + i * size) for i in range(count)]
         blocks: list[bytes] = []
         for child in children:
-            blocks += self.data_blocks(child) if level == 2 else [self.block(child)]
+            blocks += self.data_blocks(child, depth + 1) if level == 2 else [self.block(child)]
             if len(blocks) > MAX_BLOCKS:
                 raise NdbError("a data tree with more blocks than any real item")
         return blocks
 
-    def sub_nodes(self, bid: int) -> dict[int, Node]:
+    def sub_nodes(self, bid: int, depth: int = 0) -> dict[int, Node]:
         """{nid: node} of a sub-node tree (SLBLOCK, or SIBLOCK over SLBLOCKs)."""
         if not bid:
             return {}
         raw = self.block(bid)
         kind, level, count = struct.unpack_from("<BBH", raw, 0)
-        if kind != 0x02:
+        if kind != 0x02 or level > 1 or depth > 1:
             raise NdbError(f"block {bid:#x} is not a sub-node tree")
         size = self.layout.id_size
         start = 8 if self.layout.unicode else 4
@@ -171,7 +178,7 @@ class PstFile:
             if level == 0:
                 found[nid] = Node(nid, self._uint(raw, at + size), self._uint(raw, at + 2 * size))
             else:
-                found.update(self.sub_nodes(self._uint(raw, at + size)))
+                found.update(self.sub_nodes(self._uint(raw, at + size), depth + 1))
         return found
 
 
@@ -209,6 +216,9 @@ class Heap:
         kind, key_size, data_size, levels, root = struct.unpack_from("<BBBBI", header, 0)
         if kind != 0xB5:
             raise NdbError("not a B-tree on heap")
+
+        if levels > 8:
+            raise NdbError("a B-tree on heap deeper than any real one")
 
         def records(at: int, level: int) -> list[tuple[bytes, bytes]]:
             raw = self.get(at)
