@@ -35,12 +35,12 @@ def build_eml(message: EmbeddedMessage, path: str = "") -> tuple[EmailMessage, l
         headers=rules.header_addresses(headers, "From"),
     )
     name = _text(message.get(p.PR_SENT_REPRESENTING_NAME) or message.get(p.PR_SENDER_NAME))
-    mail["Subject"] = p.strip_subject_prefix(_text(message.get(p.PR_SUBJECT)))
+    mail["Subject"] = _one_line(p.strip_subject_prefix(_text(message.get(p.PR_SUBJECT))))
     if sender.address or name:
-        mail["From"] = email.utils.formataddr((name, sender.address))
+        mail["From"] = email.utils.formataddr((_one_line(name), _one_line(sender.address)))
     for header, prop in (("To", p.PR_DISPLAY_TO), ("Cc", p.PR_DISPLAY_CC)):
         if _text(message.get(prop)):
-            mail[header] = _text(message.get(prop))
+            mail[header] = _one_line(_text(message.get(prop)))
     moment, _ = rules.choose_time(
         message.get(p.PR_MESSAGE_DELIVERY_TIME),
         message.get(p.PR_CLIENT_SUBMIT_TIME),
@@ -50,7 +50,7 @@ def build_eml(message: EmbeddedMessage, path: str = "") -> tuple[EmailMessage, l
     if moment is not None:
         mail["Date"] = email.utils.format_datetime(moment.astimezone(UTC))
     if _text(message.get(p.PR_INTERNET_MESSAGE_ID)):
-        mail["Message-ID"] = _text(message.get(p.PR_INTERNET_MESSAGE_ID))
+        mail["Message-ID"] = _one_line(_text(message.get(p.PR_INTERNET_MESSAGE_ID)))
     mail.set_content(_text(message.get(p.PR_BODY)))
     html = message.get(p.PR_HTML)
     if html:
@@ -78,6 +78,11 @@ def build_eml(message: EmbeddedMessage, path: str = "") -> tuple[EmailMessage, l
             data, maintype=maintype, subtype=subtype or "octet-stream", filename=filename or None
         )
     return mail, problems
+
+
+def _one_line(value: str) -> str:
+    """A header value: a stored subject or name may hold line breaks, which headers cannot."""
+    return " ".join(value.split())
 
 
 def _text(value: object) -> str:
