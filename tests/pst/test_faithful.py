@@ -272,3 +272,33 @@ def test_a_damaged_block_inside_an_embedded_message_is_caught_by_its_crc(tmp_pat
         if r["subject"] == "FW: First email"
     ]
     assert "embedded message 'First email': attachment 1: block" in note
+
+
+def test_named_property_map_finds_the_account_address():
+    """PidLidInternetAccountName is a named property: its id differs from PST to PST."""
+    for name, prop, account in (
+        ("testPST.pst", 0x800D, "Hong-Thai.Nguyen@polyspot.com"),
+        ("Outlook.pst", 0x801A, "saqib.razzaq@xp.local"),
+    ):
+        handle = pypff.file()
+        handle.open(str(fixture(name)))
+        try:
+            named = pst_props.named_property_ids(handle)
+            assert named[(pst_props.PSETID_COMMON, pst_props.LID_INTERNET_ACCOUNT_NAME)] == prop
+            folder = handle.get_root_folder().get_sub_folder(1)
+            message = (
+                folder if name == "testPST.pst" else folder.get_sub_folder(1)
+            ).get_sub_message(0)
+            assert pst_props.text(pst_props.entries(message), prop) == account
+        finally:
+            handle.close()
+
+
+def test_name_map_string_names_and_property_sets():
+    guids = bytes.fromhex("0820060000000000c000000000000046")  # PSETID_Common, as stored
+    strings = struct.pack("<I", 10) + "x-mailer".encode("utf-16-le")[:10]
+    entries = struct.pack("<IHH", 0x8580, 3 << 1, 0x0D) + struct.pack("<IHH", 0, (2 << 1) | 1, 0x0E)
+    assert pst_props.parse_name_map(guids, entries, strings) == {
+        (pst_props.PSETID_COMMON, 0x8580): 0x800D,
+        (pst_props.PS_PUBLIC_STRINGS, "x-mai"): 0x800E,
+    }

@@ -146,6 +146,8 @@ class PstImporter:
         self.top_id, self.top_rule = self._find_top()
         self.owners: set[str] = set()
         self.directory: dict[str, str] = {}  # EX DN (upper case) -> SMTP, from Sent recipients
+        named = p.named_property_ids(pst)
+        self.account_prop = named.get((p.PSETID_COMMON, p.LID_INTERNET_ACCOUNT_NAME))
 
     def close(self) -> None:
         if self._ndb is not None:
@@ -207,7 +209,8 @@ class PstImporter:
 
     def learn_owner(self) -> str | None:
         """The store owner: the most frequent sender of the sent-like folders. On the way, the
-        Exchange DN to SMTP pairs of their recipients, for senders with no SMTP property."""
+        Exchange DN to SMTP pairs of their recipients, and of their senders with the account
+        that sent them (PidLidInternetAccountName), for senders with no SMTP property."""
         senders: list[str] = []
         pairs: list[tuple[str, str]] = []
         for path, folder, is_sent in self.folders():
@@ -215,7 +218,11 @@ class PstImporter:
                 continue
             for index in range(_items_in(folder)):
                 item = _safe(lambda f=folder, i=index: f.get_sub_message(i))
-                senders.append(self._addresses(p.entries(item))[0].address)
+                props = p.entries(item)
+                sender = self._addresses(props)[0].address
+                account = self._account(props)
+                pairs.append((sender, account))
+                senders.append(account if account and not rules.is_smtp(sender) else sender)
                 for props in _recipient_props(item):
                     pairs.append(
                         (p.text(props, p.PR_EMAIL_ADDRESS), p.text(props, p.PR_SMTP_ADDRESS))
@@ -246,6 +253,11 @@ class PstImporter:
                     )
 
     # -- one item --------------------------------------------------------------------------
+    def _account(self, props: dict) -> str:
+        """The SMTP address of the account the mail belongs to (PidLidInternetAccountName)."""
+        account = p.text(props, self.account_prop) if self.account_prop else ""
+        return account if rules.is_smtp(account) else ""
+
     def _addresses(self, props: dict) -> tuple[rules.Resolved, rules.Resolved, dict[str, str]]:
         """(sender, from, the send accounts' DN to SMTP pairs) of a message."""
         headers = p.text(props, p.PR_TRANSPORT_HEADERS)
@@ -309,7 +321,7 @@ class PstImporter:
             flags=flags,
             folder_path=path,
             sender=sender.address or author.address,
-            owners=self.owners | set(accounts.values()),
+            owners=self.owners | set(accounts.values()) | {self._account(props)},
         )
         to, cc, recipient_notes = _recipients(item, headers, self.directory)
         notes = [n for n in (sent, date_note, sender.note, author.note) if n] + recipient_notes

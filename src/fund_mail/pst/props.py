@@ -6,6 +6,7 @@ Pure apart from the pypff objects it is given: no disk, no network.
 from __future__ import annotations
 
 import struct
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +43,12 @@ PR_SENDER_SMTP = 0x5D01
 PR_SENT_REPRESENTING_SMTP = 0x5D02
 PR_IPM_SUBTREE_ENTRYID = 0x35E0
 PR_IPM_SENTMAIL_ENTRYID = 0x35E4
+
+# Named properties ([MS-OXPROPS] 1.3.2): (property set, long id) -> the id this PST maps it to.
+PSETID_COMMON = "00062008-0000-0000-c000-000000000046"
+LID_INTERNET_ACCOUNT_NAME = 0x8580  # PidLidInternetAccountName: the account's SMTP address
+PS_MAPI = "00020328-0000-0000-c000-000000000046"
+PS_PUBLIC_STRINGS = "00020329-0000-0000-c000-000000000046"
 
 ATTACH_EMBEDDED_MSG = 5
 FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
@@ -114,3 +121,39 @@ def moment(props: dict[int, Any], prop: int) -> datetime | None:
     if not isinstance(value, datetime) or value.year <= 1601:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def parse_name_map(guids: bytes, entries: bytes, strings: bytes) -> dict[tuple[str, Any], int]:
+    """{(property set GUID, long id or name): property id} from the three streams of the PST's
+    name-to-id map ([MS-PST] 2.4.7): its GUID, entry and string streams."""
+    sets = [str(uuid.UUID(bytes_le=guids[i : i + 16])) for i in range(0, len(guids) - 15, 16)]
+    found: dict[tuple[str, Any], int] = {}
+    for offset in range(0, len(entries) - 7, 8):
+        key, flags, index = struct.unpack_from("<IHH", entries, offset)
+        guid_index = flags >> 1
+        if guid_index == 1:
+            guid = PS_MAPI
+        elif guid_index == 2:
+            guid = PS_PUBLIC_STRINGS
+        elif 3 <= guid_index < len(sets) + 3:
+            guid = sets[guid_index - 3]
+        else:
+            continue
+        name: Any = key
+        if flags & 1:  # a string name, at offset key of the string stream
+            if key + 4 > len(strings):
+                continue
+            length = struct.unpack_from("<I", strings, key)[0]
+            name = strings[key + 4 : key + 4 + length].decode("utf-16-le", errors="replace")
+        found[(guid, name)] = 0x8000 + index
+    return found
+
+
+def named_property_ids(pst: Any) -> dict[tuple[str, Any], int]:
+    """The name-to-id map of an open pypff file; empty when it cannot be read."""
+    try:
+        props = entries(pst.name_to_id_map)
+        streams = [props[k].data or b"" for k in (0x0002, 0x0003, 0x0004)]
+    except (OSError, AttributeError, KeyError):
+        return {}
+    return parse_name_map(*streams)
