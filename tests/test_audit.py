@@ -148,3 +148,20 @@ def test_a_failed_self_audit_does_not_fail_the_run_and_is_retried(audited, graph
     graph.clear_faults()
     run_once(fast, now=lambda: at + timedelta(minutes=5))
     assert restored.immutable_id in archived_ids(config.data_dir), "retried on the next run"
+
+
+def test_status_shows_the_last_seven_days_of_audits(config, graph):
+    from fund_mail.admin.status import audit_lines
+
+    restored_mail_setup(config, graph)
+    run_audit(config, [DAY - timedelta(days=1)])
+    run_audit(config, [DAY], dry_run=True)
+    lines = audit_lines(config, today=DAY + timedelta(days=1))
+    assert lines[0] == "  audit, last 7 days:"
+    assert lines[1].startswith(f"    {DAY}  1 missing (dry run")
+    assert lines[2].startswith(f"    {DAY - timedelta(days=1)}  verified complete ")
+    assert lines[2].endswith(", 0 message(s)")
+    assert lines[3] == f"    {DAY - timedelta(days=2)}  not yet audited"
+    run_audit(config, [DAY])
+    repaired = audit_lines(config, today=DAY + timedelta(days=1))[1]
+    assert "1 gap(s) found, 1 repaired" in repaired and "3 message(s)" in repaired
