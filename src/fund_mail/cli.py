@@ -315,7 +315,8 @@ def days_to_archive(args: argparse.Namespace, today: date) -> list[date]:
 
 
 class _Progress:
-    """A tqdm bar on an interactive terminal, plain log lines otherwise."""
+    """A tqdm bar on an interactive terminal (days, with messages, bytes and an ETA), plain
+    log lines otherwise. Pages may belong to a day listed ahead of the one being written."""
 
     def __init__(self, days: list[date]) -> None:
         self.bar = None
@@ -329,22 +330,38 @@ class _Progress:
                 file=sys.stderr,
             )
         self.listed = 0
+        self.messages = 0
+        self.bytes = 0
 
     def start(self, day: date) -> None:
         self.day, self.listed = day, 0
 
-    def page(self, count: int) -> None:
+    def page(self, count: int, day: date | None = None) -> None:
+        if day is not None and day != self.day:
+            self.day, self.listed = day, 0
         self.listed += count
         if self.bar is None:
             log.info("%s: %d messages listed so far", self.day, self.listed)
         elif self.bar.unit == "msg":
             self.bar.update(count)
         else:
-            self.bar.set_postfix_str(f"{self.day} {self.listed} msgs")
+            self._postfix()
+
+    def finished(self, day: date, result: RunResult) -> None:
+        self.day = day
+        self.messages += result.messages
+        self.bytes += result.bytes
+        self.done()
 
     def done(self) -> None:
         if self.bar is not None and self.bar.unit == "day":
-            self.bar.update(1)
+            self.bar.update(1)  # tqdm's ETA comes from the days done so far
+            self._postfix()
+
+    def _postfix(self) -> None:
+        self.bar.set_postfix_str(
+            f"{self.messages} msgs, {self.bytes / 1e6:.1f} MB archived, {self.listed} listed"
+        )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -366,20 +383,14 @@ def one_day_main(argv: list[str] | None = None) -> int:
 
 
 def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) -> RunResult:
-    from fund_mail.engine import range_failure, run_day, run_range
+    from fund_mail.engine import range_failure, run_days
 
     progress = _Progress(days)
     delivery_errors: list[FundMailError] = []
 
-    def archive(day: date) -> RunResult:
-        progress.start(day)
-        try:
-            return run_day(config, day, on_page=progress.page)
-        finally:
-            progress.done()
-
-    def after(result: RunResult) -> None:
-        _say(outcome_line(result))
+    def after(day: date, result: RunResult) -> None:
+        progress.finished(day, result)
+        _say(result.summary(f"fund_mail_one_day {day}"))
         if result.db_path and not delivery_errors:
             try:
                 deliver_after("fund_mail_one_day", config, args, result)
@@ -387,11 +398,9 @@ def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) ->
                 log.error("%s", e)
                 delivery_errors.append(e)  # keep archiving; the outbox keeps the rest
 
-    def outcome_line(result: RunResult) -> str:
-        return result.summary(f"fund_mail_one_day {progress.day}")
-
     try:
-        outcome = run_range(days, archive, lambda day, result: outcome_line(result), after)
+        # One job for the whole range: a killed range resumes where it stopped.
+        outcome = run_days(config, days, on_page=progress.page, on_day=after, resume=len(days) > 1)
     finally:
         progress.close()
     if len(days) > 1:
@@ -400,6 +409,8 @@ def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) ->
             f"{outcome.total.messages} messages, {outcome.total.attachments} attachments, "
             f"{len(outcome.failed)} failed"
         )
+    if len(days) == 1 and outcome.errors:
+        raise outcome.errors[0]
     failure = range_failure(outcome, "fund_mail_one_day --date YYYY-MM-DD")
     if failure is not None:
         raise failure

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -36,7 +37,7 @@ from fund_mail.errors import (
 )
 from fund_mail.graph import attachments
 from fund_mail.graph.auth import TokenProvider
-from fund_mail.graph.client import ID_FIELDS, GraphClient, read_ahead
+from fund_mail.graph.client import ID_FIELDS, GraphClient, ListAhead, read_ahead
 from fund_mail.graph.folders import FolderPaths
 from fund_mail.graph.paging import EPOCH, Window
 from fund_mail.logs import REDACTOR
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+PIPELINE_DEPTH = 1  # chunks whose downloads are queued while an older chunk is written
 BASELINE_PAGE = 50
 AUDIT_PAGE = 1000  # the audit lists ids only: a full page costs no more than a short one
 FUTURE_SKEW = timedelta(minutes=5)  # a receivedDateTime further ahead never becomes the cursor
@@ -189,45 +191,114 @@ class Archiver:
     ) -> RunResult:
         """dedupe: skip ids the index knows, and publish each id exclusively. A DB is published
         every PUBLISH_EVERY messages, so a long catch-up that gets killed keeps its progress."""
-        day_dir = self.config.data_dir / day_folder
-        result = RunResult()
-        batch_db: _PendingDb | None = None
-        try:
-            for page in pages:
-                batch = [m for m in page if not m.get("isDraft")]
-                if dedupe and batch:
-                    known = self.index.known_ids(m["id"] for m in batch)
-                    batch = [m for m in batch if m["id"] not in known]
-                if on_page:
-                    on_page(len(page))
-                for chunk in _chunks(batch, self.config.publish_every):
-                    if batch_db is None:
-                        batch_db = _PendingDb(day_dir, self.command, stem)
-                    self._write(chunk, batch_db, result)
-                    if batch_db.db.messages >= self.config.publish_every:
-                        self._publish(batch_db, result, dedupe)
-                        batch_db = None
-                        crashpoints.reached("chunk-published")
-            if batch_db is not None:
-                self._publish(batch_db, result, dedupe)
-                batch_db = None
-        except BaseException:
-            if batch_db is not None:
-                batch_db.db.discard()
-            raise
-        return result
+        for _, outcome in self.archive_days(
+            [DayWork(None, day_folder, stem, pages)], dedupe=dedupe, on_page=on_page
+        ):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        raise AssertionError("archive_days yields one outcome per day")
 
-    def _write(self, batch: list[dict], pending: _PendingDb, result: RunResult) -> None:
-        config = self.config
-        save_folder = f"{pending.day_dir.name}/attach"
+    def archive_days(
+        self,
+        days: Iterable[DayWork],
+        *,
+        dedupe: bool,
+        on_page: Callable[[int], None] | None = None,
+    ) -> Iterator[tuple[DayWork, RunResult | Exception]]:
+        """Archive each day's pages into that day's DBs; yield each day's result or error.
+
+        One pipeline for all the days: a chunk's attachment downloads are queued on the
+        client's workers before the chunk before it is written, across page and day boundaries,
+        so the workers never drain while there is work. A day that fails (listing, download or
+        write) yields its error and leaves nothing published for its unfinished chunk; the
+        days after it go on.
+        """
+        staged: deque[_Staged | _DayState] = deque()
+        states: list[_DayState] = []
+        try:
+            for work in days:
+                state = _DayState(work, self.config.data_dir / work.day_folder)
+                states.append(state)
+                try:
+                    for page in work.pages:
+                        if state.error is not None:
+                            break  # a download of this day failed: stop listing it
+                        batch = [m for m in page if not m.get("isDraft")]
+                        if dedupe and batch:
+                            known = self.index.known_ids(m["id"] for m in batch)
+                            batch = [m for m in batch if m["id"] not in known]
+                        if on_page:
+                            on_page(len(page))
+                        for chunk in _chunks(batch, self.config.publish_every):
+                            staged.append(self._stage(state, chunk))
+                            yield from self._settle(staged, dedupe, keep=PIPELINE_DEPTH)
+                except Exception as e:  # noqa: BLE001 - this day failed; the caller decides
+                    state.fail(e)
+                staged.append(state)  # the day ends when everything staged before it settles
+                yield from self._settle(staged, dedupe, keep=PIPELINE_DEPTH)
+            yield from self._settle(staged, dedupe, keep=0)
+        finally:
+            # Stopped early (a systemic error, an interrupt): cancel what is queued, and publish
+            # no unfinished DB (an ended day has none left to discard).
+            for item in [*staged, *states]:
+                item.abandon()
+
+    def _settle(
+        self, staged: deque[_Staged | _DayState], dedupe: bool, keep: int
+    ) -> Iterator[tuple[DayWork, RunResult | Exception]]:
+        """Write staged chunks oldest first until at most `keep` remain; yield ended days."""
+        while staged and (
+            isinstance(staged[0], _DayState) or sum(isinstance(i, _Staged) for i in staged) > keep
+        ):
+            item = staged.popleft()
+            if isinstance(item, _DayState):
+                yield item.work, self._end_day(item, dedupe)
+            else:
+                self._write(item, dedupe)
+
+    def _stage(self, state: _DayState, batch: list[dict]) -> _Staged:
+        """Look up the batch's folders and queue its downloads; the rows wait for _write."""
         self.folders.lookup(m.get("parentFolderId") for m in batch)
         plans = [attachments.plan(m) for m in batch]
         jobs = [job for plan in plans for job in plan.jobs]
-        result.bytes += attachments.download_all(
-            self.client, jobs, pending.day_dir / "attach", config.max_concurrency
+        return _Staged(
+            state, batch, plans, attachments.start(self.client, jobs, state.day_dir / "attach")
         )
-        crashpoints.reached("attachments-downloaded")
+
+    def _write(self, staged: _Staged, dedupe: bool) -> None:
+        state = staged.state
+        if state.error is not None:
+            staged.abandon()
+            return
+        try:
+            state.result.bytes += attachments.finish(staged.downloads)
+            crashpoints.reached("attachments-downloaded")
+            if state.pending is None:
+                state.pending = _PendingDb(state.day_dir, self.command, state.work.stem)
+            self._add_rows(staged.batch, staged.plans, state.pending)
+            if state.pending.db.messages >= self.config.publish_every:
+                pending, state.pending = state.pending, None
+                self._publish(pending, state.result, dedupe)
+                crashpoints.reached("chunk-published")
+        except Exception as e:  # noqa: BLE001 - reported with the day
+            state.fail(e)
+
+    def _end_day(self, state: _DayState, dedupe: bool) -> RunResult | Exception:
+        if state.error is None and state.pending is not None:
+            pending, state.pending = state.pending, None
+            try:
+                self._publish(pending, state.result, dedupe)
+            except Exception as e:  # noqa: BLE001 - reported with the day
+                pending.db.discard()
+                state.fail(e)
+        return state.error if state.error is not None else state.result
+
+    def _add_rows(self, batch: list[dict], plans: list, pending: _PendingDb) -> None:
+        config = self.config
+        save_folder = f"{pending.day_dir.name}/attach"
         sent_items_id = self.folders.sent_items_id
+        rows = []
         for message, plan in zip(batch, plans, strict=True):
             row = message_row(
                 message,
@@ -237,9 +308,10 @@ class Archiver:
                 tz=config.tz,
                 notes=plan.all_notes(),
             )
-            pending.db.add(row, plan.rows(save_folder))
-            crashpoints.reached("db-partial")
-            pending.ids.append((message["id"], graph_time(received(message))))
+            rows.append((row, plan.rows(save_folder)))
+            pending.ids.append((message["id"], _graph_second(message)))
+        pending.db.add_many(rows)
+        crashpoints.reached("db-partial")
 
     def _publish(self, pending: _PendingDb, result: RunResult, exclusive: bool) -> None:
         pending.db.finish()
@@ -258,6 +330,59 @@ class Archiver:
         result.messages += pending.db.messages - published.dropped_messages
         result.attachments += pending.db.attachments - published.dropped_attachments
         result.db_paths.append(published.path)
+
+
+def _graph_second(message: dict) -> str:
+    """receivedDateTime as the index keeps it; Graph's own text when it is already that form."""
+    text = message["receivedDateTime"]
+    if len(text) == 20 and text.endswith("Z"):
+        return text
+    return graph_time(received(message))
+
+
+@dataclass
+class DayWork:
+    """One day (or one run's window) to archive: where its DBs go and the pages listing it."""
+
+    day: date | None
+    day_folder: str
+    stem: str
+    pages: Iterable[list[dict]]
+
+
+@dataclass
+class _DayState:
+    work: DayWork
+    day_dir: Path
+    result: RunResult = field(default_factory=RunResult)
+    pending: _PendingDb | None = None
+    error: Exception | None = None
+
+    def fail(self, error: Exception) -> None:
+        if self.error is None:
+            self.error = error
+        if self.pending is not None:
+            self.pending.db.discard()
+            self.pending = None
+
+    def abandon(self) -> None:
+        if self.pending is not None:
+            self.pending.db.discard()
+            self.pending = None
+
+
+@dataclass
+class _Staged:
+    """A chunk whose downloads are queued and whose rows are not yet written."""
+
+    state: _DayState
+    batch: list[dict]
+    plans: list
+    downloads: list[Future]
+
+    def abandon(self) -> None:
+        for future in self.downloads:
+            future.cancel()
 
 
 class _PendingDb:
@@ -399,7 +524,7 @@ def run_once(
             index.record_baseline([(cursor.last_email_id, graph_time(cursor.last_fetch_time))])
         plan = plan_scan(cursor, since, timedelta(minutes=config.overlap_minutes))
         newest = Newest(run_time)
-        pages = read_ahead(client.fetch_message_pages(Window(plan.scan_from), config.page_size))
+        pages = read_ahead(client.fetch_sliced_pages(Window(plan.scan_from), config.page_size))
         local = run_time.astimezone(config.tz)
         result = Archiver(config, client, index, "once").archive(
             newest.track(pages),
@@ -436,21 +561,87 @@ def run_day(
     fund_mail_once runs on schedule. A day archived twice gets a second, complete DB.
     """
     started = time.monotonic()
+    outcome = run_days(
+        config,
+        [day],
+        client=client,
+        on_page=(lambda count, _: on_page(count)) if on_page else None,
+        resume=False,
+    )
+    if outcome.failed:
+        raise outcome.errors[0]
+    outcome.total.seconds = time.monotonic() - started
+    return outcome.total
+
+
+LIST_AHEAD_PAGES = 4  # list pages held ahead of the writer: the next days' first pages
+
+
+def run_days(
+    config: Config,
+    days: list[date],
+    *,
+    client: GraphClient | None = None,
+    on_page: Callable[[int, date], None] | None = None,
+    on_day: Callable[[date, RunResult], None] | None = None,
+    resume: bool = True,
+) -> RangeResult:
+    """fund_mail_one_day over days, as one job: one sign-in, one folder lookup per folder, one
+    download pipeline, and day k+1 listed while day k's attachments download. Each day still
+    gets its own DBs, and a failed day does not stop the others (run_range's policy).
+
+    resume: skip the days an earlier, unfinished run of the same range completed (the index
+    records each finished day); a range that ends without a failed day forgets them.
+    """
     run_time = datetime.now(config.tz)
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
+        key = f"{days[0]}..{days[-1]}"
+        done = set(index.finished_days(key)) if resume else set()
+        if done:
+            log.info("%d day(s) of this range were finished by an earlier run; skipped", len(done))
+        todo = [d for d in days if d.isoformat() not in done]
         client = client or open_graph(config)
-        start, end = day_bounds(day, config)
-        pages = read_ahead(client.fetch_message_pages(Window(start, end), config.page_size))
-        result = Archiver(config, client, index, "day").archive(
-            pages,
-            day_folder=day.strftime("%Y_%m_%d"),
-            stem=f"fm_{day.strftime('%Y_%m_%d')}_{run_time.strftime('%H%M')}",
-            dedupe=False,
-            on_page=on_page,
-        )
-        result.seconds = time.monotonic() - started
-        result.requests = client.requests_made
-        return result
+
+        def listing(day: date) -> Callable[[], Iterator[list[dict]]]:
+            start, end = day_bounds(day, config)
+            return lambda: client.fetch_sliced_pages(Window(start, end), config.page_size)
+
+        ahead = ListAhead([listing(d) for d in todo], LIST_AHEAD_PAGES)
+        works = [
+            DayWork(
+                d,
+                d.strftime("%Y_%m_%d"),
+                f"fm_{d.strftime('%Y_%m_%d')}_{run_time.strftime('%H%M')}",
+                _counted(ahead.pages(n), d, on_page),
+            )
+            for n, d in enumerate(todo)
+        ]
+
+        def finished(day: date, result: RunResult) -> None:
+            if resume:
+                index.record_finished_day(key, day.isoformat())
+            if on_day is not None:
+                on_day(day, result)
+
+        try:
+            archiver = Archiver(config, client, index, "day")
+            outcomes = archiver.archive_days(works, dedupe=False)
+            outcome = settle_range(((w.day, o) for w, o in outcomes), finished)
+        finally:
+            ahead.close()
+        if resume and not outcome.failed:
+            index.forget_finished_days(key)
+        outcome.total.requests = client.requests_made
+        return outcome
+
+
+def _counted(
+    pages: Iterator[list[dict]], day: date, on_page: Callable[[int, date], None] | None
+) -> Iterator[list[dict]]:
+    for page in pages:
+        if on_page is not None:
+            on_page(len(page), day)
+        yield page
 
 
 # -- ranges ----------------------------------------------------------------------------------
@@ -459,6 +650,7 @@ class RangeResult:
     total: RunResult = field(default_factory=RunResult)
     failed: list[date] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)
+    errors: list[Exception] = field(default_factory=list)
 
 
 def run_range(
@@ -467,22 +659,45 @@ def run_range(
     describe: Callable[[date, RunResult], str],
     after_day: Callable[[RunResult], None] | None = None,
 ) -> RangeResult:
-    """Run each day; a failed day is listed and the others go on, unless the failure is
-    systemic (sign-in, access, configuration, lock, state), which every day would repeat."""
-    outcome = RangeResult()
-    for day in days:
-        try:
-            result = run_one(day)
-        except SYSTEMIC:
-            raise
-        except Exception as e:  # noqa: BLE001 - one bad day must not stop a range
-            log.error("%s failed: %s", day, e)
-            outcome.failed.append(day)
-            continue
-        outcome.lines.append(describe(day, result))
-        outcome.total.add(result)
+    """Run each day in turn under settle_range's policy."""
+
+    def attempts() -> Iterator[tuple[date, RunResult | Exception]]:
+        for day in days:
+            try:
+                yield day, run_one(day)
+            except Exception as e:  # noqa: BLE001 - settle_range decides
+                yield day, e
+
+    lines: list[str] = []
+
+    def done(day: date, result: RunResult) -> None:
+        lines.append(describe(day, result))
         if after_day is not None:
             after_day(result)
+
+    outcome = settle_range(attempts(), done)
+    outcome.lines = lines
+    return outcome
+
+
+def settle_range(
+    outcomes: Iterable[tuple[date, RunResult | Exception]],
+    on_done: Callable[[date, RunResult], None] | None = None,
+) -> RangeResult:
+    """The range policy: a failed day is listed and the others go on, unless the failure is
+    systemic (sign-in, access, configuration, lock, state), which every day would repeat."""
+    outcome = RangeResult()
+    for day, result in outcomes:
+        if isinstance(result, SYSTEMIC):
+            raise result
+        if isinstance(result, Exception):
+            log.error("%s failed: %s", day, result)
+            outcome.failed.append(day)
+            outcome.errors.append(result)
+            continue
+        outcome.total.add(result)
+        if on_done is not None:
+            on_done(day, result)
     return outcome
 
 
@@ -540,7 +755,7 @@ def audit_day(
         start = max(start, not_before)
     listed: list[str] = []
     if start < end:
-        for page in client.fetch_message_pages(
+        for page in client.fetch_sliced_pages(
             Window(start, end), AUDIT_PAGE, fields=ID_FIELDS, expand=False
         ):
             listed += [m["id"] for m in page if not m.get("isDraft")]

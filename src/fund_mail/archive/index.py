@@ -61,6 +61,12 @@ CREATE TABLE IF NOT EXISTS audits (
     dry_run INTEGER NOT NULL DEFAULT 0,
     error TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS finished_days (
+    range_key TEXT NOT NULL,
+    day TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    PRIMARY KEY (range_key, day)
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     command TEXT NOT NULL,
@@ -429,6 +435,27 @@ class ArchiveIndex:
         return done
 
     # -- run history -----------------------------------------------------------------------
+    # -- ranges that resume ----------------------------------------------------------------
+    def record_finished_day(self, range_key: str, day: str) -> None:
+        """A day of a fund_mail_one_day range is archived and published in full."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO finished_days (range_key, day, finished_at) "
+                "VALUES (?, ?, ?)",
+                (range_key, day, utc_now_text()),
+            )
+
+    def finished_days(self, range_key: str) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT day FROM finished_days WHERE range_key = ?", (range_key,)
+        ).fetchall()
+        return [day for (day,) in rows]
+
+    def forget_finished_days(self, range_key: str) -> None:
+        """The range ended with every day done: running it again archives it all again."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM finished_days WHERE range_key = ?", (range_key,))
+
     def record_run(
         self,
         command: str,

@@ -22,6 +22,10 @@ MAIL_COLUMNS = (
 ATTACH_COLUMNS = (
     "parent_id", "email_id", "save_folder", "org_file_name", "phy_file_name", "file_size",
 )  # fmt: skip
+_INSERT_ATTACH = (
+    f"INSERT INTO fund_mail_attach ({', '.join(ATTACH_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(ATTACH_COLUMNS))})"
+)
 
 
 def insert_message(
@@ -36,11 +40,7 @@ def insert_message(
     parent_id = int(cursor.lastrowid)
     for attachment in attachments:
         values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
-        conn.execute(
-            f"INSERT INTO fund_mail_attach ({', '.join(ATTACH_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(ATTACH_COLUMNS))})",
-            [values[c] for c in ATTACH_COLUMNS],
-        )
+        conn.execute(_INSERT_ATTACH, [values[c] for c in ATTACH_COLUMNS])
     return parent_id
 
 
@@ -90,6 +90,29 @@ class ArchiveDb:
         self.messages += 1
         self.attachments += len(attachments)
         return parent_id
+
+    def add_many(self, rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        """Many messages and their attachment rows in two executemany calls.
+
+        The ids are given, not left to AUTOINCREMENT, so an attachment row can name its parent
+        without a lastrowid per message; they are the ids AUTOINCREMENT would have chosen, since
+        this DB is new and written by this object alone.
+        """
+        first = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM fund_mail").fetchone()[0]
+        messages, attachments = [], []
+        for parent_id, (row, attached) in enumerate(rows, start=first):
+            messages.append((parent_id, *[row[c] for c in MAIL_COLUMNS]))
+            for attachment in attached:
+                values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
+                attachments.append([values[c] for c in ATTACH_COLUMNS])
+        self._conn.executemany(
+            f"INSERT INTO fund_mail (id, {', '.join(MAIL_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * (len(MAIL_COLUMNS) + 1))})",
+            messages,
+        )
+        self._conn.executemany(_INSERT_ATTACH, attachments)
+        self.messages += len(messages)
+        self.attachments += len(attachments)
 
     def finish(self) -> None:
         """Commit, close and fsync: after this the file is complete on disk."""

@@ -7,7 +7,7 @@ requests a run makes are the byte downloads, at most MAX_CONCURRENCY at a time.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,12 +59,10 @@ def plan(message: dict) -> MessageAttachments:
     return planned
 
 
-def download_all(
-    client: GraphClient, jobs: list[AttachmentJob], attach_dir: Path, workers: int
-) -> int:
-    """Download every job into attach_dir; any failure propagates and fails the run."""
+def start(client: GraphClient, jobs: list[AttachmentJob], attach_dir: Path) -> list[Future]:
+    """Queue every job on the client's download workers; finish() waits for them."""
     if not jobs:
-        return 0
+        return []
     attach_dir.mkdir(parents=True, exist_ok=True)
 
     def fetch(job: AttachmentJob) -> int:
@@ -76,5 +74,15 @@ def download_all(
             job.note = attachment_note(job.attachment)
         return job.size
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attach") as pool:
-        return sum(pool.map(fetch, jobs))
+    pool = client.pool()
+    return [pool.submit(fetch, job) for job in jobs]
+
+
+def finish(downloads: list[Future]) -> int:
+    """The bytes written; the first failure propagates (the rest are cancelled if queued)."""
+    try:
+        return sum(future.result() for future in downloads)
+    except BaseException:
+        for future in downloads:
+            future.cancel()
+        raise

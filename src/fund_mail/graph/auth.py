@@ -62,6 +62,7 @@ def _client_credential(config: Config) -> str | dict:
 # retry waits a little longer than that.
 TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error", "request_timeout"}
 TRANSIENT_RETRIES = 2
+RENEW_AHEAD = 300.0  # seconds before expiry at which a cached bearer token is renewed
 THROTTLE_WAIT = 5.5
 
 
@@ -86,6 +87,7 @@ class TokenProvider:
         host = urlparse(config.authority_host).hostname or ""
         self.authority = f"{config.authority_host}/{config.tenant_id}"
         self._lock = threading.Lock()
+        self._cached: tuple[str, float] | None = None  # (token, renew after), monotonic
         self._backoff = config.retry_backoff
         for attempt in range(TRANSIENT_RETRIES + 1):
             try:
@@ -120,6 +122,23 @@ class TokenProvider:
         log.warning("The sign-in endpoint failed (%s); retrying in %.1fs", why, delay)
         time.sleep(delay)
 
+    def bearer(self, force_refresh: bool = False) -> str:
+        """The token as a plain string, renewed RENEW_AHEAD seconds before it expires.
+
+        Every Graph request needs it; asking msal each time costs a cache search under a lock.
+        """
+        cached = self._cached
+        if not force_refresh and cached is not None and time.monotonic() < cached[1]:
+            return cached[0]
+        return self.token(force_refresh)
+
+    def _remember(self, result: dict) -> None:
+        try:
+            lifetime = float(result.get("expires_in", 0))
+        except (TypeError, ValueError):
+            lifetime = 0.0
+        self._cached = (result["access_token"], time.monotonic() + lifetime - RENEW_AHEAD)
+
     def token(self, force_refresh: bool = False) -> str:
         with self._lock:
             if force_refresh:
@@ -151,6 +170,7 @@ class TokenProvider:
                 )
             raise AuthError(describe_token_error(result))
         REDACTOR.add(result["access_token"])
+        self._remember(result)
         log.debug("token from %s", result.get("token_source", "identity_provider"))
         return result["access_token"]
 

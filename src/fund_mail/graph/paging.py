@@ -25,9 +25,12 @@ Every step is decided by `next_query`, a pure function, so the rules get table-d
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+MAX_SLICES = 6  # between the two end pages: 8 slices of the window at most
+SLICE_FILL = 0.8  # aim each slice at 80% of a page, so an uneven spread still fits in one
 SECOND_OVERLAP = 50  # known messages re-read per step inside one second, to detect a shift
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -117,3 +120,26 @@ def next_query(query: PageQuery, page: PageSeen, known_before: set[str]) -> Page
         # next page, so walk that second straight away.
         return PageQuery(query.window, second=oldest, skip=max(0, in_oldest - SECOND_OVERLAP))
     return PageQuery(query.window, upper=oldest, upper_inclusive=True)
+
+
+def per_second(times: list[datetime]) -> float:
+    """Messages per second over the seconds a page spans (its own first and last included)."""
+    if not times:
+        return 0.0
+    return len(times) / ((max(times) - min(times)).total_seconds() + 1)
+
+
+def plan_slices(window: Window, density: float, page_size: int) -> list[Window]:
+    """Cut window into 1-6 equal slices of whole seconds, to be listed side by side.
+
+    window lies between a day's newest and oldest pages, which makes 3-8 slices of the day.
+    density (messages per second, from those two pages) estimates the messages inside; each
+    slice aims at SLICE_FILL of a page, so it costs one request, or one more when the mail is
+    uneven.
+    """
+    rest = max(1, int((window.end - window.start).total_seconds()))
+    count = math.ceil(density * rest / (page_size * SLICE_FILL))
+    count = max(1, min(MAX_SLICES, count, rest))
+    step = timedelta(seconds=rest // count)
+    bounds = [window.start + step * i for i in range(count)] + [window.end]
+    return [Window(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
