@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -24,6 +24,7 @@ from urllib3.exceptions import MaxRetryError
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import atomic_writer
+from fund_mail.archive.rows import parse_graph_time
 from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
@@ -162,16 +163,8 @@ def _put(into: queue.Queue, item: object, stop: threading.Event) -> bool:
 
 
 def _received_or_none(message: dict) -> datetime | None:
-    """'2025-06-30T04:47:45Z' exactly (Graph's form); anything else is None.
-
-    A malformed date cannot bound the next page; the message is still listed. fromisoformat
-    after a shape check does what strptime did, at a fraction of its cost per message.
-    """
-    text = message.get("receivedDateTime")
-    if not isinstance(text, str) or len(text) != 20 or text[10] != "T" or text[19] != "Z":
-        return None
     try:
-        return datetime.fromisoformat(text[:19]).replace(tzinfo=UTC)
+        return parse_graph_time(str(message.get("receivedDateTime")))
     except ValueError:
         return None
 

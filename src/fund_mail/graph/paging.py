@@ -29,14 +29,12 @@ import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
+from fund_mail.archive.rows import graph_time
+
 MAX_SLICES = 6  # between the two end pages: 8 slices of the window at most
 SLICE_FILL = 0.8  # aim each slice at 80% of a page, so an uneven spread still fits in one
 SECOND_OVERLAP = 50  # known messages re-read per step inside one second, to detect a shift
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def graph_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
