@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from fund_mail.emulator import GraphEmulator
+from fund_mail.emulator import GraphEmulator, file_attachment
 
 BIN = Path(sys.executable).parent
 
@@ -47,6 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--attachments", type=int, default=0, help="messages with a 60 kB file")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="fm-profile-"))
     try:
@@ -58,6 +59,9 @@ def main() -> int:
                     start + timedelta(seconds=i * 17),
                     subject=f"d{i}",
                     body_html="<p>" + "Daily mail. " * 40 + "</p>",
+                    attachments=[file_attachment(f"r{i}.pdf", synthetic_size=60_000)]
+                    if i < args.attachments
+                    else [],
                 )
             out = workdir / "prof"
             command = [sys.executable, "-c", CHILD, str(out), "--env-file", str(env), "--quiet"]

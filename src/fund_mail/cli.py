@@ -9,9 +9,9 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, NoReturn
 
 from fund_mail.config import Config, load_config
-from fund_mail.engine import RunResult
 from fund_mail.errors import (
     ExitCode,
     FundMailError,
@@ -21,6 +21,10 @@ from fund_mail.errors import (
 )
 from fund_mail.logs import REDACTOR, setup_logging
 from fund_mail.version import __version__
+
+if TYPE_CHECKING:
+    # The engine brings requests and msal: imported by the commands that sign in, when they run.
+    from fund_mail.engine import RunResult
 
 log = logging.getLogger("fund_mail.cli")
 
@@ -549,5 +553,28 @@ def main_for_program() -> int:
     return ENTRY_POINTS.get(name, once_main)()
 
 
+def leave(code: int) -> NoReturn:
+    """End the process without the interpreter's teardown (55-100 ms of freeing modules).
+
+    Only called when a command has returned: its DBs, index rows and cursor are committed and
+    fsynced by then. The logs and the console are flushed here, before the exit.
+    """
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed console: nothing left to lose
+    os._exit(code)
+
+
+def once_program() -> NoReturn:
+    leave(once_main())
+
+
+def one_day_program() -> NoReturn:
+    leave(one_day_main())
+
+
 if __name__ == "__main__":
-    sys.exit(main_for_program())
+    leave(main_for_program())

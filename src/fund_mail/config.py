@@ -13,8 +13,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from dotenv import dotenv_values
-
 from fund_mail.errors import ConfigError
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
@@ -106,9 +104,7 @@ def find_env_file(explicit: str | None) -> Path:
 def load_config(explicit_env_file: str | None = None) -> Config:
     path = find_env_file(explicit_env_file)
     try:
-        values = {
-            k: (v or "").strip() for k, v in dotenv_values(path, encoding="utf-8-sig").items()
-        }
+        values = {k: (v or "").strip() for k, v in _dotenv_values(path).items()}
     except (UnicodeDecodeError, OSError) as e:
         raise ConfigError(
             [f"cannot read it as UTF-8 text ({type(e).__name__}): save it as UTF-8 in Notepad"],
@@ -279,3 +275,10 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
     if ca_bundle and "REQUESTS_CA_BUNDLE" not in os.environ:
         os.environ["REQUESTS_CA_BUNDLE"] = ca_bundle
     return config
+
+
+def _dotenv_values(path: Path) -> dict[str, str | None]:
+    # Imported here: only a command that reads a .env file pays for python-dotenv.
+    from dotenv import dotenv_values
+
+    return dotenv_values(path, encoding="utf-8-sig")

@@ -263,7 +263,11 @@ class Archiver:
         plans = [attachments.plan(m) for m in batch]
         jobs = [job for plan in plans for job in plan.jobs]
         return _Staged(
-            state, batch, plans, attachments.start(self.client, jobs, state.day_dir / "attach")
+            state,
+            batch,
+            plans,
+            jobs,
+            attachments.start(self.client, jobs, state.day_dir / "attach"),
         )
 
     def _write(self, staged: _Staged, dedupe: bool) -> None:
@@ -272,7 +276,7 @@ class Archiver:
             staged.abandon()
             return
         try:
-            state.result.bytes += attachments.finish(staged.downloads)
+            state.result.bytes += attachments.finish(staged.jobs, staged.downloads)
             crashpoints.reached("attachments-downloaded")
             if state.pending is None:
                 state.pending = _PendingDb(state.day_dir, self.command, state.work.stem)
@@ -378,6 +382,7 @@ class _Staged:
     state: _DayState
     batch: list[dict]
     plans: list
+    jobs: list[attachments.AttachmentJob]
     downloads: list[Future]
 
     def abandon(self) -> None:

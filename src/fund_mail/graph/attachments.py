@@ -60,29 +60,42 @@ def plan(message: dict) -> MessageAttachments:
 
 
 def start(client: GraphClient, jobs: list[AttachmentJob], attach_dir: Path) -> list[Future]:
-    """Queue every job on the client's download workers; finish() waits for them."""
+    """Queue every job on the client's download workers; finish() waits for them.
+
+    A worker streams the bytes, then leaves the fsync and rename to the client's finisher
+    thread and takes its next job: each job's future holds the future of its commit.
+    """
     if not jobs:
         return []
     attach_dir.mkdir(parents=True, exist_ok=True)
+    finisher = client.finisher()
 
-    def fetch(job: AttachmentJob) -> int:
+    def fetch(job: AttachmentJob) -> Future:
         try:
-            job.size = client.download_attachment(
+            job.size, commit = client.fetch_attachment(
                 job.message_id, job.attachment["id"], attach_dir / job.phy_file_name
             )
         except NotDownloadable:
             job.note = attachment_note(job.attachment)
-        return job.size
+            commit = _nothing
+        return finisher.submit(commit)
 
     pool = client.pool()
     return [pool.submit(fetch, job) for job in jobs]
 
 
-def finish(downloads: list[Future]) -> int:
-    """The bytes written; the first failure propagates (the rest are cancelled if queued)."""
+def _nothing() -> None:
+    return None
+
+
+def finish(jobs: list[AttachmentJob], downloads: list[Future]) -> int:
+    """The bytes written, once every file is durable under its name; the first failure
+    propagates (the downloads still queued are cancelled)."""
     try:
-        return sum(future.result() for future in downloads)
+        for download in downloads:
+            download.result().result()
     except BaseException:
-        for future in downloads:
-            future.cancel()
+        for download in downloads:
+            download.cancel()
         raise
+    return sum(job.size for job in jobs)

@@ -15,6 +15,7 @@ from requests.adapters import HTTPAdapter
 
 from fund_mail.config import Config
 from fund_mail.errors import AuthError, RunFailed
+from fund_mail.graph.discovery import CACHE_NAME, CachedDiscovery
 from fund_mail.graph.retry import build_retry
 from fund_mail.logs import REDACTOR
 
@@ -88,6 +89,9 @@ class TokenProvider:
         self.authority = f"{config.authority_host}/{config.tenant_id}"
         self._lock = threading.Lock()
         self._cached: tuple[str, float] | None = None  # (token, renew after), monotonic
+        self._discovery = CachedDiscovery(
+            _sign_in_session(config.retry_backoff), config.data_dir / CACHE_NAME
+        )
         self._backoff = config.retry_backoff
         for attempt in range(TRANSIENT_RETRIES + 1):
             try:
@@ -98,7 +102,7 @@ class TokenProvider:
                     # Instance discovery asks login.microsoftonline.com about the host; a local
                     # or sovereign authority outside Microsoft's list must skip it.
                     instance_discovery=host in WELL_KNOWN_AUTHORITY_HOSTS,
-                    http_client=_sign_in_session(config.retry_backoff),
+                    http_client=self._discovery,
                     timeout=config.http_timeout,
                 )
                 return
@@ -168,6 +172,7 @@ class TokenProvider:
                     f"{result.get('error_description')}); nothing was changed and the next run "
                     "tries again."
                 )
+            self._discovery.forget()  # the next run asks for the endpoints again
             raise AuthError(describe_token_error(result))
         REDACTOR.add(result["access_token"])
         self._remember(result)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ MESSAGE_FIELDS = (
 ATTACHMENT_EXPAND = "attachments($select=id,name,contentType,size,isInline)"
 ID_FIELDS = "id,receivedDateTime,isDraft"  # the audit's cheap listing: no body, no attachments
 CHUNK = 1024 * 1024
+WORKERS_PER_SLOT = 2  # download workers per request slot (see GraphClient.pool)
 BODY_RETRIES = 5  # a response cut off mid-body is retried whole this many times
 
 
@@ -226,25 +228,31 @@ class GraphClient:
         self._local = threading.local()
         self.requests_made = 0
         self._pool: ThreadPoolExecutor | None = None
+        self._finisher: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self.max_concurrency = config.max_concurrency
 
     def pool(self) -> ThreadPoolExecutor:
-        """The process's download workers: MAX_CONCURRENCY threads, fed for the whole run.
+        """The process's download workers, fed by one queue for the whole run.
 
-        One pool across pages and days, so it never drains and refills at a boundary; the
-        in-flight cap is still the slots semaphore, which every request passes.
+        One pool across pages and days, so it never drains and refills at a boundary. It has
+        twice as many workers as request slots: the cap on requests in flight is the slots
+        semaphore, which every request passes, and a worker that opens its partial file or
+        hands its commit over is not holding a slot that another could use meanwhile.
         """
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="attach")
+                self._pool = ThreadPoolExecutor(
+                    WORKERS_PER_SLOT * self.max_concurrency, thread_name_prefix="attach"
+                )
             return self._pool
 
     def close(self) -> None:
         with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
-                self._pool = None
+            for pool in (self._pool, self._finisher):
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = self._finisher = None
 
     # -- transport -------------------------------------------------------------------------
     def _session(self) -> requests.Session:
@@ -453,6 +461,16 @@ class GraphClient:
         Written to a temporary name and fsynced before it takes dest's name, so dest is either
         absent or complete. Returns the byte count.
         """
+        size, commit = self.fetch_attachment(message_id, attachment_id, dest)
+        commit()
+        return size
+
+    def fetch_attachment(
+        self, message_id: str, attachment_id: str, dest: Path
+    ) -> tuple[int, Callable[[], None]]:
+        """The bytes of download_attachment, in a partial file; commit() then fsyncs it and
+        gives it dest's name. The request slot is free before commit() is called, so a worker
+        can hand commit() to the finisher thread and take its next download at once."""
         url = (
             f"{self.mailbox_url}/messages/{quote(message_id, safe='')}"
             f"/attachments/{quote(attachment_id, safe='')}/$value"
@@ -475,6 +493,20 @@ class GraphClient:
                         crashpoints.reached("attachment-partial")
             return size
 
-        # fsync and rename happen after the slot is released, off the request budget.
-        with atomic_writer(dest) as out:
-            return self._with_body_retries(lambda: action(out), f"attachment {attachment_id[-12:]}")
+        # fsutil's one atomic write, entered here and left by commit(): fsync and rename happen
+        # after the slot is released, off the request budget.
+        writer = atomic_writer(dest)
+        out = writer.__enter__()
+        try:
+            size = self._with_body_retries(lambda: action(out), f"attachment {attachment_id[-12:]}")
+        except BaseException:
+            writer.__exit__(*sys.exc_info())
+            raise
+        return size, lambda: writer.__exit__(None, None, None)
+
+    def finisher(self) -> ThreadPoolExecutor:
+        """One thread that fsyncs and renames downloaded files, in the order they finish."""
+        with self._pool_lock:
+            if self._finisher is None:
+                self._finisher = ThreadPoolExecutor(1, thread_name_prefix="commit")
+            return self._finisher
