@@ -14,6 +14,7 @@ emulator runs in this process, so its own memory is not counted.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -160,21 +161,40 @@ class Measured:
         return self.ended - self.started
 
 
-def run_measured(command: list[str], cwd: Path) -> Measured:
-    """Start, end and peak RSS of one child process."""
+# Runs in a small process started before any emulator fills up: a child forked from the big
+# benchmark process would inherit its memory high-water mark, which wait4 then reports as the
+# child's peak RSS. Each line in: a JSON [command, cwd, env]; each line out: a JSON result.
+LAUNCHER = r"""
+import json, os, subprocess, sys, tempfile, time
+for line in sys.stdin:
+    command, cwd, env = json.loads(line)
     with tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
-        process = subprocess.Popen(
-            command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=child_env()
-        )
-        # wait4 reports this child's own resource use; ru_maxrss is in KiB on Linux.
+        process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err, env=env)
         _, status, usage = os.wait4(process.pid, 0)
         ended = time.monotonic()
-        process.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        if process.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} exited {process.returncode}:\n{err.read()}")
-        return Measured(started, ended, usage.ru_maxrss * 1024)
+        result = [started, ended, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status), err.read()]
+    print(json.dumps(result), flush=True)
+"""
+_launcher: subprocess.Popen | None = None
+
+
+def run_measured(command: list[str], cwd: Path) -> Measured:
+    """Start, end (on this process's time.monotonic(), which is system-wide) and peak RSS of
+    one child process, started by the launcher."""
+    global _launcher
+    if _launcher is None:
+        _launcher = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+    _launcher.stdin.write(json.dumps([command, str(cwd), child_env()]) + "\n")
+    _launcher.stdin.flush()
+    started, ended, peak_rss, code, err = json.loads(_launcher.stdout.readline())
+    if code != 0:
+        raise SystemExit(f"{' '.join(command)} exited {code}:\n{err}")
+    return Measured(started, ended, peak_rss)
 
 
 def phases(run: Measured, records: list) -> dict[str, float]:
@@ -234,6 +254,7 @@ class Bench:
         self.latency = latency
         self.exe = exe
         self.outcomes: list[Outcome] = []
+        run_measured([sys.executable, "-c", "pass"], ROOT)  # starts the launcher while small
         self.interpreter = interpreter_time()
 
     @contextmanager

@@ -138,3 +138,63 @@ def test_certificate_instead_of_a_secret(config, graph, tmp_path, kind):
     graph.registration.certificate_thumbprints.clear()  # a certificate the app does not know
     with pytest.raises(AuthError, match="AADSTS700027"):
         TokenProvider(config).token()
+
+
+def test_the_discovery_answer_is_kept_as_json_and_reused_until_it_expires(config, graph):
+    import json
+
+    from fund_mail.graph import discovery
+
+    config.data_dir.mkdir(parents=True)
+    TokenProvider(config).token()
+    cached = config.data_dir / discovery.CACHE_NAME
+    entry = json.loads(cached.read_text(encoding="utf-8"))  # plain JSON, not a pickle
+    assert entry["url"].endswith("/v2.0/.well-known/openid-configuration")
+    assert "token_endpoint" in json.loads(entry["body"])
+    graph.reset_log()
+    TokenProvider(config).token()
+    assert [r.target for r in graph.records()] == ["token"]
+    entry["expires_at"] = 0  # expired: asked again, and kept afresh
+    cached.write_text(json.dumps(entry), encoding="utf-8")
+    graph.reset_log()
+    TokenProvider(config).token()
+    assert [r.target for r in graph.records()] == ["discovery", "token"]
+    assert json.loads(cached.read_text(encoding="utf-8"))["expires_at"] > 0
+
+
+def test_a_damaged_discovery_cache_is_asked_again(config, graph):
+    from fund_mail.graph import discovery
+
+    config.data_dir.mkdir(parents=True)
+    (config.data_dir / discovery.CACHE_NAME).write_bytes(b"\x80\x04not json")
+    assert TokenProvider(config).token()
+    assert [r.target for r in graph.records()] == ["discovery", "token"]
+
+
+def test_a_failed_sign_in_forgets_the_discovery_answer(config, graph):
+    from fund_mail.graph import discovery
+
+    config.data_dir.mkdir(parents=True)
+    TokenProvider(config).token()
+    assert (config.data_dir / discovery.CACHE_NAME).exists()
+    with pytest.raises(AuthError):
+        TokenProvider(dataclasses.replace(config, client_secret="wrong-secret-value")).token()
+    assert not (config.data_dir / discovery.CACHE_NAME).exists()
+
+
+def test_the_bearer_token_is_a_cached_string_renewed_ahead_of_expiry(config, graph):
+    from fund_mail.graph import auth
+
+    tokens = TokenProvider(config)
+    first = tokens.bearer()
+    assert all(tokens.bearer() == first for _ in range(20))
+    assert len(graph.records("token")) == 1
+    # Inside RENEW_AHEAD of its expiry the string is not handed out again: msal is asked.
+    token, renew_after = tokens._cached
+    tokens._cached = (token, renew_after - 3600)
+    calls = []
+    original = tokens.token
+    tokens.token = lambda force_refresh=False: calls.append(force_refresh) or original()
+    tokens.bearer()
+    assert calls == [False]
+    assert auth.RENEW_AHEAD > 0

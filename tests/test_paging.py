@@ -11,6 +11,8 @@ from fund_mail.graph.paging import (
     PageSeen,
     Window,
     next_query,
+    per_second,
+    plan_slices,
 )
 
 T0 = datetime(2025, 6, 30, 9, 0, 0, tzinfo=UTC)
@@ -135,3 +137,33 @@ def test_no_progress_ends_with_an_error_instead_of_a_loop():
 def test_filters_lead_with_received_date_time(query, expected):
     # Graph answers InefficientFilter unless the $orderby property leads the filter.
     assert query.filter() == expected
+
+
+@pytest.mark.parametrize(
+    ("span", "density", "page", "expected"),
+    [
+        # 3,000 messages' worth: slices of at most 800 (80% of a page) -> 4 equal slices.
+        (3000, 1.0, 1000, [(0, 750), (750, 1500), (1500, 2250), (2250, 3000)]),
+        # Less than a page's worth: one slice, one request.
+        (3000, 0.1, 1000, [(0, 3000)]),
+        # Far more than a page's worth: at most 6 between the two end pages.
+        (60000, 1.0, 1000, [(i * 10000, (i + 1) * 10000) for i in range(6)]),
+        # Whole seconds: never more slices than seconds; the last slice takes the remainder.
+        (3, 1000.0, 1000, [(0, 1), (1, 2), (2, 3)]),
+        (10, 300.0, 1000, [(0, 2), (2, 4), (4, 6), (6, 10)]),
+        # An empty-looking window still gets one slice, so nothing goes unlisted.
+        (5, 0.0, 1000, [(0, 5)]),
+    ],
+)
+def test_plan_slices(span, density, page, expected):
+    slices = plan_slices(Window(at(0), at(span)), density, page)
+    seconds = [
+        (int((s.start - T0).total_seconds()), int((s.end - T0).total_seconds())) for s in slices
+    ]
+    assert seconds == expected
+
+
+def test_per_second():
+    assert per_second([]) == 0.0
+    assert per_second([at(0)] * 10) == 10.0
+    assert per_second([at(0), at(9)]) == 0.2
