@@ -228,3 +228,32 @@ def test_token_endpoint_errors_look_like_entra(graph):
     form["client_secret"] = graph.registration.client_secret
     ok = requests.post(url, data=form, timeout=10).json()
     assert ok["token_type"] == "Bearer" and ok["expires_in"] == 3599
+
+
+def test_pre_rendered_list_pages_are_the_same_bytes(graph, config, now):
+    """The render cache changes how fast a page is built, not what it says."""
+    import json
+
+    from fund_mail.emulator import file_attachment
+    from fund_mail.graph.client import ATTACHMENT_EXPAND, MESSAGE_FIELDS
+
+    message = graph.mailbox.add_message(
+        now, subject="é", attachments=[file_attachment("a.pdf", b"%PDF")]
+    )
+    graph.mailbox.add_message(now - timedelta(seconds=1))
+    url = f"{graph.url}/v1.0/users/{config.email_id}/messages"
+    params = {"$select": MESSAGE_FIELDS, "$expand": ATTACHMENT_EXPAND, "$top": "1",
+              "$orderby": "receivedDateTime desc"}  # fmt: skip
+    tokens = TokenProvider(config)
+
+    def page() -> bytes:
+        headers = {"Authorization": f"Bearer {tokens.token()}"}
+        return requests.get(url, params=params, headers=headers, timeout=10).content
+
+    first = page()
+    graph.prerender(MESSAGE_FIELDS, ATTACHMENT_EXPAND)
+    assert page() == first
+    assert list(json.loads(first)) == ["@odata.context", "value", "@odata.nextLink"]
+    assert json.loads(first)["value"][0]["subject"] == "é"
+    message.subject = "changed"  # a changed message is rendered again
+    assert json.loads(page())["value"][0]["subject"] == "changed"

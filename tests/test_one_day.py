@@ -3,11 +3,12 @@
 import dataclasses
 import json
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import quote
 
 import pytest
 
 from fund_mail.emulator import file_attachment
-from fund_mail.engine import day_bounds, run_day, run_once
+from fund_mail.engine import day_bounds, run_day, run_days, run_once
 from fund_mail.errors import GraphError
 from tests.helpers import archived_rows
 
@@ -108,3 +109,68 @@ def test_a_failing_day_raises_and_leaves_nothing(config, graph):
         run_day(config, DAY)
     assert list(config.data_dir.glob("*/fm_*.db")) == []
     assert list(config.data_dir.glob("*/.day-*")) == []
+
+
+def test_the_next_pages_downloads_start_before_the_page_before_is_written(config, graph):
+    """One download pipeline: page 2's attachments are queued while page 1 still waits for a
+    slow download, so the workers do not drain at the page boundary."""
+    paged = dataclasses.replace(config, page_size=10)
+    messages = [
+        graph.mailbox.add_message(
+            at_kst(config, DAY, 9, i), attachments=[file_attachment(f"{i}.pdf", b"%PDF")]
+        )
+        for i in range(20)
+    ]
+    newest_page, oldest_page = messages[10:], messages[:10]
+    slow = quote(newest_page[0].immutable_id, safe="")
+    graph.add_fault(
+        "slow", target="attachment", delay=1.0, path_contains=newest_page[0].immutable_id
+    )
+    result = run_day(paged, DAY)
+    assert result.messages == 20 and result.attachments == 20
+    downloads = graph.records("attachment")
+    slow_done = next(r.finished for r in downloads if slow in r.path)
+    later_page = {quote(m.immutable_id, safe="") for m in oldest_page}
+    started = [r.started for r in downloads if any(i in r.path for i in later_page)]
+    assert min(started) < slow_done
+
+
+def test_a_range_lists_the_next_day_while_a_day_downloads(config, graph):
+    first, second = DAY, DAY + timedelta(days=1)
+    slow = graph.mailbox.add_message(
+        at_kst(config, first, 9), attachments=[file_attachment("a.pdf", b"%PDF")]
+    )
+    graph.mailbox.add_message(at_kst(config, second, 9))
+    graph.add_fault("slow", target="attachment", delay=1.0)
+    outcome = run_days(config, [first, second])
+    assert outcome.total.messages == 2 and not outcome.failed
+    slow_done = graph.records("attachment")[0].finished
+    second_start = day_bounds(second, config)[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+    second_listed = [r for r in graph.records("list") if second_start in r.query["$filter"]]
+    assert second_listed and second_listed[0].started < slow_done
+    assert slow.immutable_id in {r["email_id"] for r in archived_rows(config.data_dir)}
+
+
+def test_a_killed_or_failed_range_resumes_without_redoing_finished_days(config, graph):
+    days = [DAY + timedelta(days=n) for n in range(3)]
+    for day in days:
+        graph.mailbox.add_message(at_kst(config, day, 9))
+    # The middle day cannot be written: its folder's name is taken by a file.
+    blocker = config.data_dir / days[1].strftime("%Y_%m_%d")
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way")
+    outcome = run_days(config, days)
+    assert outcome.failed == [days[1]] and outcome.total.messages == 2
+    blocker.unlink()
+    graph.reset_log()
+    outcome = run_days(config, days)
+    assert outcome.total.messages == 1 and not outcome.failed
+    listed = [r.query["$filter"] for r in graph.records("list")]
+    middle = day_bounds(days[1], config)[0].strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert len(listed) == 1 and middle in listed[0]
+    # Every day done: the range is forgotten, and running it again archives it all again.
+    graph.reset_log()
+    assert run_days(config, days).total.messages == 3
+    assert len(graph.records("list")) == 3
+    # Each day once per run that archived it: days 1 and 3 twice, day 2 twice.
+    assert len(archived_rows(config.data_dir)) == 6

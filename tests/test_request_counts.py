@@ -7,18 +7,24 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from fund_mail.emulator import file_attachment
-from fund_mail.engine import run_day, run_once
+from fund_mail.engine import run_day, run_days, run_once
+from fund_mail.graph.discovery import CACHE_NAME
 
 
 def by_target(graph):
     return Counter(r.target for r in graph.records())
 
 
-def test_idle_cycle_makes_three_requests(config, graph, now):
+def test_idle_cycle_makes_two_requests_with_the_discovery_answer_cached(config, graph, now):
     graph.mailbox.add_message(now - timedelta(hours=1))
-    run_once(config)
+    run_once(config)  # the baseline: discovery, token, one list page
+    assert by_target(graph) == {"discovery": 1, "token": 1, "list": 1}
     graph.reset_log()
-    run_once(config)  # a new process-like run: new msal app, new token
+    run_once(config)  # a new process-like run: new msal app, new token, discovery from disk
+    assert by_target(graph) == {"token": 1, "list": 1}
+    (config.data_dir / CACHE_NAME).unlink()
+    graph.reset_log()
+    run_once(config)  # without the cached answer: 3
     assert by_target(graph) == {"discovery": 1, "token": 1, "list": 1}
 
 
@@ -55,6 +61,52 @@ def test_one_day_of_5000_messages_is_six_list_pages(config, graph):
     result = run_day(config, date(2025, 6, 30))
     counts = by_target(graph)
     assert result.messages == 5000
-    # Offset-free paging re-reads the boundary second of each page (here one message each):
-    # 1,000 + 4 x 999 = 4,996 new messages in five pages, so a sixth lists the last four.
+    # The newest and the oldest page, then the 3,000 between them in 4 slices of about 750
+    # (each aims at 80% of a page) side by side: 6 pages for a floor of 5.
     assert counts["list"] == 6 and counts["message"] == 0 and counts["attachment"] == 0
+    assert counts == {"discovery": 1, "token": 1, "folder": 2, "list": 6}
+
+
+def add_day(graph, day, count, with_files):
+    """count messages over a Seoul day, with_files of them with one attachment each."""
+    start = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo("Asia/Seoul"))
+    step = 86_000 // count
+    for i in range(count):
+        files = i * with_files // count != (i + 1) * with_files // count
+        graph.mailbox.add_message(
+            start + timedelta(seconds=1 + i * step),
+            attachments=[file_attachment(f"{i}.pdf", b"%PDF" * 10)] if files else [],
+        )
+
+
+def test_one_day_of_1000_messages_with_600_attachments_is_the_floor(config, graph):
+    add_day(graph, date(2025, 6, 30), 1000, 600)
+    result = run_day(config, date(2025, 6, 30))
+    assert result.messages == 1000 and result.attachments == 600
+    # Sign-in, one list page, Sent Items and Inbox, and one request per attachment.
+    assert by_target(graph) == {
+        "discovery": 1,
+        "token": 1,
+        "list": 1,
+        "folder": 2,
+        "attachment": 600,
+    }
+
+
+def test_a_range_signs_in_once_and_looks_folders_up_once(config, graph):
+    first = date(2025, 6, 23)
+    days = [first + timedelta(days=n) for n in range(7)]
+    for day in days:
+        add_day(graph, day, 100, 60)
+    outcome = run_days(config, days)
+    assert outcome.total.messages == 700 and outcome.total.attachments == 420
+    assert not outcome.failed
+    # One sign-in and one lookup per folder for the whole range; one list page per day.
+    assert by_target(graph) == {
+        "discovery": 1,
+        "token": 1,
+        "list": 7,
+        "folder": 2,
+        "attachment": 420,
+    }
+    assert graph.max_in_flight <= 4

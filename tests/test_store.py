@@ -96,3 +96,36 @@ def test_discarded_db_leaves_nothing(tmp_path):
     db = ArchiveDb(tmp_path / "y.db")
     db.discard()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_add_many_writes_what_add_writes_one_by_one(tmp_path):
+    from fund_mail.archive.store import MAIL_COLUMNS
+
+    def message(n: int) -> tuple[dict, list[dict]]:
+        row = {c: f"{c}-{n}" for c in MAIL_COLUMNS}
+        files = [
+            {"save_folder": "d/attach", "org_file_name": f"{n}-{k}", "phy_file_name": f"{n}{k}",
+             "file_size": k}
+            for k in range(n % 3)
+        ]  # fmt: skip
+        return row, files
+
+    batches = [[message(n) for n in range(5)], [message(n) for n in range(5, 9)]]
+    one_by_one, together = ArchiveDb(tmp_path / "a.db"), ArchiveDb(tmp_path / "b.db")
+    for batch in batches:
+        for row, files in batch:
+            one_by_one.add(row, files)
+        together.add_many(batch)
+    assert (together.messages, together.attachments) == (9, 9)
+    one_by_one.finish()
+    together.finish()
+    dumps = []
+    for name in ("a.db", "b.db"):
+        with sqlite3.connect(tmp_path / name) as conn:
+            dumps.append(
+                [
+                    conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
+                    for table in ("fund_mail", "fund_mail_attach", "sqlite_sequence")
+                ]
+            )
+    assert dumps[0] == dumps[1]
