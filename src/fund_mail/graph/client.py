@@ -354,8 +354,13 @@ class GraphClient:
         if not newest.more:
             return
         listed = set(newest.ids)
-        if not newest.times or min(newest.times) == max(newest.times):
-            # One second fills the page: the pager's one-second walk handles it.
+        try:
+            walks_a_second = next_query(newest_query, newest, set()).second is not None
+        except NoProgress:
+            walks_a_second = True
+        if walks_a_second:
+            # One second fills (most of) the page: slices cannot split a second, and the
+            # pager's one-second walk lists it with the fewest requests.
             yield from self._pages_from(newest_query, listed, page_size, fields, expand, newest)
             return
         # [window.start, the newest page's oldest second], that second included.
