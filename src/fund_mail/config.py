@@ -18,7 +18,13 @@ from dotenv import dotenv_values
 from fund_mail.errors import ConfigError
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-SECRET_KEYS = ("CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE")
+SECRET_KEYS = (
+    "CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE", "IMAP_PASSWORD",
+)  # fmt: skip
+SOURCES = ("graph", "imap")
+IMAP_TLS_MODES = ("ssl", "starttls")
+# The resource Exchange Online's IMAP accepts app-only tokens for (IMAP.AccessAsApp).
+IMAP_TOKEN_SCOPE = "https://outlook.office365.com/.default"
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,14 @@ class Config:
     sftp_known_hosts: str = ""
     sftp_timeout: float = 30.0
     source: str = ""
+    # SOURCE=imap reads the mailbox over IMAP instead of Graph (see fund_mail.imap).
+    mail_source: str = "graph"
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_user: str = ""
+    imap_password: str = field(default="", repr=False)
+    imap_tls: str = "ssl"
+    imap_token_scope: str = IMAP_TOKEN_SCOPE
 
     @property
     def tz(self) -> ZoneInfo:
@@ -63,7 +77,7 @@ class Config:
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or an error message."""
         values = [self.client_secret, self.client_cert_password]
-        values += [self.sftp_password, self.sftp_key_passphrase]
+        values += [self.sftp_password, self.sftp_key_passphrase, self.imap_password]
         return [v for v in values if v]
 
 
@@ -155,6 +169,31 @@ def writable_dir_problem(key: str, raw: str) -> str | None:
     return None
 
 
+def _imap_settings(values: dict[str, str], problems: list[str]) -> dict:
+    """SOURCE and the IMAP_* keys, as Config fields."""
+    source = (values.get("SOURCE", "") or "graph").lower()
+    if source not in SOURCES:
+        problems.append(f"SOURCE={source!r} must be graph or imap")
+    tls = (values.get("IMAP_TLS", "") or "ssl").lower()
+    if tls not in IMAP_TLS_MODES:
+        problems.append(f"IMAP_TLS={tls!r} must be ssl (port 993) or starttls (port 143)")
+    host, user = values.get("IMAP_HOST", ""), values.get("IMAP_USER", "")
+    if source == "imap":
+        if not host:
+            problems.append("IMAP_HOST is missing: the IMAP server, e.g. outlook.office365.com")
+        if not user:
+            problems.append("IMAP_USER is missing: the mailbox to sign in as")
+    return {
+        "mail_source": source,
+        "imap_host": host,
+        "imap_port": _int(values, "IMAP_PORT", 993, 1, 65535, problems),
+        "imap_user": user,
+        "imap_password": values.get("IMAP_PASSWORD", ""),
+        "imap_tls": tls,
+        "imap_token_scope": values.get("IMAP_TOKEN_SCOPE", "") or IMAP_TOKEN_SCOPE,
+    }
+
+
 def config_from_values(values: dict[str, str], source: str = "") -> Config:
     problems: list[str] = []
 
@@ -164,13 +203,19 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
             problems.append(f"{key} is missing: {hint}")
         return value
 
+    imap = _imap_settings(values, problems)
+    if imap["mail_source"] == "imap" and not values.get("EMAIL_ID"):
+        values = {**values, "EMAIL_ID": imap["imap_user"]}
+    # A password login to an IMAP server needs no app registration; everything else signs in.
+    needs_app = imap["mail_source"] == "graph" or not imap["imap_password"]
+    app_key = required if needs_app else (lambda key, _hint: values.get(key, ""))
     email_id = required("EMAIL_ID", "the mailbox to archive, e.g. fund@example.com")
     if email_id and not re.fullmatch(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+", email_id):
         problems.append(f"EMAIL_ID={email_id!r} is not a mailbox address like fund@example.com")
-    tenant_id = required("TENANT_ID", "the Entra tenant id (Overview page of the app registration)")
+    tenant_id = app_key("TENANT_ID", "the Entra tenant id (Overview page of the app registration)")
     if tenant_id and not re.fullmatch(r"[A-Za-z0-9.\-]+", tenant_id):
         problems.append(f"TENANT_ID={tenant_id!r} must be a GUID or a domain name")
-    client_id = required("CLIENT_ID", "the application (client) id of the app registration")
+    client_id = app_key("CLIENT_ID", "the application (client) id of the app registration")
     if client_id and not GUID_RE.match(client_id):
         problems.append(
             f"CLIENT_ID={client_id!r} is not a GUID like 00000000-0000-0000-0000-000000000000"
@@ -178,7 +223,7 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
 
     client_secret = values.get("CLIENT_SECRET", "")
     cert_path = values.get("CLIENT_CERT_PATH", "")
-    if not client_secret and not cert_path:
+    if needs_app and not client_secret and not cert_path:
         problems.append(
             "CLIENT_SECRET is missing: set it, or set CLIENT_CERT_PATH to a certificate"
         )
@@ -254,6 +299,7 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         sftp_known_hosts=values.get("SFTP_KNOWN_HOSTS", ""),
         sftp_timeout=_float(values, "SFTP_TIMEOUT", 30.0, 1, 3600, problems),
         source=source,
+        **imap,
     )
     if problems:
         raise ConfigError(problems, source)

@@ -212,6 +212,10 @@ def run_once(
     config: Config, since: datetime | None = None, client: GraphClient | None = None
 ) -> RunResult:
     """One incremental run: archive everything new since the cursor, exactly once."""
+    if config.mail_source == "imap":
+        from fund_mail import engine_imap
+
+        return engine_imap.run_once(config, since)
     started = time.monotonic()
     run_time = datetime.now(config.tz)
     with exclusive_index(config, "once", "fund_mail_once") as index:
@@ -308,6 +312,10 @@ def run_day(
     It never reads or moves the incremental cursor and has its own lock, so it can run while
     fund_mail_once runs on schedule. A day archived twice gets a second, complete DB.
     """
+    if config.mail_source == "imap":
+        from fund_mail import engine_imap
+
+        return engine_imap.run_day(config, day, on_page=on_page)
     started = time.monotonic()
     run_time = datetime.now(config.tz)
     with exclusive_index(config, "day", "fund_mail_one_day") as index:

@@ -57,6 +57,21 @@ CREATE TABLE IF NOT EXISTS runs (
     db_file TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS imap_folders (
+    folder TEXT PRIMARY KEY,
+    uidvalidity INTEGER NOT NULL,
+    last_uid INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imap_baseline (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    floor_utc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    fingerprint TEXT PRIMARY KEY,
+    email_id TEXT NOT NULL,
+    db_file TEXT NOT NULL
+);
 """
 
 
@@ -104,17 +119,20 @@ class ArchiveIndex:
         return path.relative_to(self.data_dir).as_posix()
 
     # -- de-duplication --------------------------------------------------------------------
-    def known_ids(self, email_ids: Iterable[str]) -> set[str]:
-        ids = list(email_ids)
+    def _present(self, table: str, column: str, values: Iterable[str]) -> set[str]:
+        wanted = list(values)
         known: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
             rows = self._conn.execute(
-                f"SELECT email_id FROM archived WHERE email_id IN ({','.join('?' * len(chunk))})",
+                f"SELECT {column} FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
             known.update(r[0] for r in rows)
         return known
+
+    def known_ids(self, email_ids: Iterable[str]) -> set[str]:
+        return self._present("archived", "email_id", email_ids)
 
     def has_archived(self) -> bool:
         return self._conn.execute("SELECT 1 FROM archived LIMIT 1").fetchone() is not None
@@ -139,6 +157,38 @@ class ArchiveIndex:
                 [(i, r, BASELINE, utc_now_text()) for i, r in ids_received],
             )
 
+    def known_fingerprints(self, fingerprints: Iterable[str]) -> set[str]:
+        """Which message fingerprints (IMAP: Message-ID + date + size) are archived already."""
+        return self._present("fingerprints", "fingerprint", fingerprints)
+
+    # -- IMAP folder state -----------------------------------------------------------------
+    def imap_folder_states(self) -> dict[str, tuple[int, int]]:
+        """folder -> (UIDVALIDITY, highest UID read) as of the last finished run."""
+        rows = self._conn.execute("SELECT folder, uidvalidity, last_uid FROM imap_folders")
+        return {folder: (uidvalidity, last_uid) for folder, uidvalidity, last_uid in rows}
+
+    def set_imap_folder_states(self, states: dict[str, tuple[int, int]]) -> None:
+        now = utc_now_text()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO imap_folders VALUES (?, ?, ?, ?)",
+                [(f, validity, uid, now) for f, (validity, uid) in states.items()],
+            )
+
+    def imap_floor(self) -> str | None:
+        """When the IMAP baseline was taken: mail that arrived before it is not archived."""
+        row = self._conn.execute("SELECT floor_utc FROM imap_baseline").fetchone()
+        return row[0] if row else None
+
+    def record_imap_baseline(self, floor_utc: str, states: dict[str, tuple[int, int]]) -> None:
+        now = utc_now_text()
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO imap_baseline VALUES (1, ?)", (floor_utc,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO imap_folders VALUES (?, ?, ?, ?)",
+                [(f, validity, uid, now) for f, (validity, uid) in states.items()],
+            )
+
     # -- publishing ------------------------------------------------------------------------
     def publish(
         self,
@@ -147,6 +197,7 @@ class ArchiveIndex:
         stem: str,
         command: str,
         archived: list[tuple[str, str]] | None,
+        fingerprints: list[tuple[str, str]] | None = None,
     ) -> Published:
         """Give a finished temporary DB its final name, recording it (and its ids) first.
 
@@ -165,6 +216,11 @@ class ArchiveIndex:
                 conn.executemany(
                     "INSERT INTO archived VALUES (?, ?, ?, ?)",
                     [(i, r, relative, now) for i, r in archived],
+                )
+            if fingerprints:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
+                    [(f, i, relative) for f, i in fingerprints],
                 )
             conn.execute(
                 "INSERT INTO publishing VALUES (?, ?, ?)",
@@ -213,6 +269,7 @@ class ArchiveIndex:
                 )
                 with self.transaction() as conn:
                     conn.execute("DELETE FROM archived WHERE db_file = ?", (relative,))
+                    conn.execute("DELETE FROM fingerprints WHERE db_file = ?", (relative,))
                     conn.execute("DELETE FROM outbox WHERE db_path = ?", (relative,))
                     conn.execute("DELETE FROM publishing WHERE final_path = ?", (relative,))
         # Temporary DBs (and their journals) of runs killed before they recorded anything.

@@ -1,0 +1,317 @@
+"""The engine for SOURCE=imap: fund_mail_once and fund_mail_one_day over IMAP.
+
+The archive side is shared with Graph: the same rows (archive/rows.message_row), the same DB
+writer, the same publish transaction, outbox and locks. What differs is how new mail is found:
+per folder, by UIDVALIDITY and the highest UID read (kept in the archive index), instead of a
+time cursor. See ARCHITECTURE.md, "The IMAP source".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+from fund_mail import crashpoints
+from fund_mail.archive.fsutil import write_atomic
+from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.rows import graph_time, message_row, parse_graph_time
+from fund_mail.archive.store import ArchiveDb
+from fund_mail.config import Config
+from fund_mail.engine import RunResult, day_bounds, exclusive_index
+from fund_mail.imap import mime
+from fund_mail.imap.client import Folder, FolderStatus, ImapMailbox, Summary
+
+log = logging.getLogger(__name__)
+
+BODY_BATCH_BYTES = 32 * 1024 * 1024  # message bytes held in memory per FETCH of full bodies
+SEARCH_MARGIN = timedelta(days=1)  # SEARCH SINCE/BEFORE use the server's day, not ours
+
+
+def imap_email_id(folder: str, uidvalidity: int, uid: int) -> str:
+    """RFC 3501: (mailbox, UIDVALIDITY, UID) names one message and is never reused."""
+    return f"imap:{uidvalidity}:{uid}:{folder}"
+
+
+@dataclass(frozen=True)
+class FolderPlan:
+    """What to read from one folder. mode: incremental | new | resync | range."""
+
+    mode: str
+    after_uid: int = 0
+
+
+def plan_folder(
+    status: FolderStatus, known: tuple[int, int] | None, rescan: bool = False
+) -> FolderPlan:
+    """Pure: how to read a folder given what the index remembers of it."""
+    if rescan:
+        return FolderPlan("range")
+    if known is None:
+        return FolderPlan("new")
+    uidvalidity, last_uid = known
+    if uidvalidity != status.uidvalidity:
+        return FolderPlan("resync")
+    return FolderPlan("incremental", after_uid=last_uid)
+
+
+def body_batches(summaries: list[Summary], max_bytes: int = BODY_BATCH_BYTES) -> Iterator[list]:
+    """Group messages for one FETCH each, so memory stays bounded whatever the mail size."""
+    batch: list[Summary] = []
+    size = 0
+    for summary in summaries:
+        if batch and size + summary.size > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(summary)
+        size += summary.size
+    if batch:
+        yield batch
+
+
+def summary_fingerprint(summary: Summary) -> str:
+    headers = mime.parse(summary.headers)
+    moment = mime.header_date(headers) or summary.internal_date
+    return mime.fingerprint(mime.message_id(headers), moment, summary.size)
+
+
+@dataclass
+class ImapWriter:
+    """Fetched messages into one temporary DB and their attachment files, then one publish."""
+
+    config: Config
+    index: ArchiveIndex
+    command: str
+    day_folder: str
+    stem: str
+    dedupe: bool
+    result: RunResult = field(default_factory=RunResult)
+
+    def __post_init__(self) -> None:
+        self.day_dir = self.config.data_dir / self.day_folder
+        self.tmp_path = self.day_dir / f".{self.command}-{self.stem}.{time.time_ns()}.tmp"
+        self.db: ArchiveDb | None = None
+        self.archived: list[tuple[str, str]] = []
+        self.fingerprints: list[tuple[str, str]] = []
+        self._seen_prints: set[str] = set()
+
+    def _wanted(self, folder: Folder, status: FolderStatus, summaries: list[Summary]) -> list:
+        """(summary, email_id, fingerprint) of the messages not archived yet."""
+        wanted = []
+        for s in summaries:
+            wanted.append((s, imap_email_id(folder.name, status.uidvalidity, s.uid)))
+        prints = [summary_fingerprint(s) for s, _ in wanted]
+        wanted = [(s, i, p) for (s, i), p in zip(wanted, prints, strict=True)]
+        if not self.dedupe:
+            return wanted
+        known_ids = self.index.known_ids(i for _, i, _ in wanted)
+        known_prints = self.index.known_fingerprints(p for _, _, p in wanted)
+        fresh = []
+        for s, i, p in wanted:
+            if i in known_ids or p in known_prints or p in self._seen_prints:
+                continue
+            self._seen_prints.add(p)
+            fresh.append((s, i, p))
+        return fresh
+
+    def add(
+        self, mailbox: ImapMailbox, folder: Folder, status: FolderStatus, summaries: list[Summary]
+    ) -> None:
+        wanted = self._wanted(folder, status, summaries)
+        by_uid = {s.uid: (s, i, p) for s, i, p in wanted}
+        for batch in body_batches([s for s, _, _ in wanted]):
+            fetched = dict(mailbox.bodies([s.uid for s in batch]))
+            for summary in batch:
+                raw = fetched.get(summary.uid)
+                if raw is None:
+                    log.info("%s UID %s was deleted while it was read", folder.path, summary.uid)
+                    continue
+                _, email_id, fingerprint = by_uid[summary.uid]
+                self._write(folder, summary, email_id, raw)
+                self.fingerprints.append((fingerprint, email_id))
+
+    def _write(self, folder: Folder, summary: Summary, email_id: str, raw: bytes) -> None:
+        parsed = mime.graph_shape(
+            raw,
+            email_id=email_id,
+            folder=folder.name,
+            received=summary.internal_date,
+            body_type=self.config.body_content_type,
+        )
+        attach_rows = []
+        (self.day_dir / "attach").mkdir(parents=True, exist_ok=True)
+        for attachment in parsed.attachments:
+            name = attachment.phy_file_name(email_id)
+            write_atomic(self.day_dir / "attach" / name, attachment.content)
+            self.result.bytes += len(attachment.content)
+            attach_rows.append(
+                {
+                    "save_folder": f"{self.day_folder}/attach",
+                    "org_file_name": attachment.name,
+                    "phy_file_name": name,
+                    "file_size": len(attachment.content),
+                }
+            )
+        crashpoints.reached("attachments-downloaded")
+        row = message_row(
+            parsed.message,
+            folder_path=folder.path,
+            mailbox=self.config.email_id,
+            sent_folder_id=folder.name if folder.is_sent else None,
+            tz=self.config.tz,
+            notes=parsed.notes,
+        )
+        if self.db is None:
+            self.db = ArchiveDb(self.tmp_path)
+        self.db.add(row, attach_rows)
+        crashpoints.reached("db-partial")
+        self.archived.append((email_id, graph_time(summary.internal_date)))
+
+    def publish(self) -> RunResult:
+        if self.db is None:
+            return self.result
+        self.db.finish()
+        crashpoints.reached("db-written")
+        published = self.index.publish(
+            self.tmp_path,
+            self.day_dir,
+            self.stem,
+            self.command,
+            self.archived if self.dedupe else None,
+            self.fingerprints if self.dedupe else None,
+        )
+        self.result.messages, self.result.attachments = self.db.messages, self.db.attachments
+        self.result.db_path = published.path
+        return self.result
+
+    def discard(self) -> None:
+        if self.db is not None:
+            self.db.discard()
+
+
+@contextmanager
+def connected(config: Config, mailbox: ImapMailbox | None) -> Iterator[ImapMailbox]:
+    mailbox = mailbox or ImapMailbox(config)
+    with mailbox:
+        yield mailbox
+
+
+@contextmanager
+def writing(writer: ImapWriter) -> Iterator[ImapWriter]:
+    try:
+        yield writer
+    except BaseException:
+        writer.discard()
+        raise
+
+
+def _baseline(mailbox: ImapMailbox, index: ArchiveIndex) -> RunResult:
+    """First run: remember each folder's newest UID and the time; archive nothing."""
+    states = {}
+    for folder in mailbox.folders():
+        status = mailbox.select(folder.name)
+        states[folder.name] = (status.uidvalidity, max(status.uidnext - 1, 0))
+    index.record_imap_baseline(graph_time(datetime.now(UTC)), states)
+    log.info("Baseline recorded for %d IMAP folders; mail after it will be archived", len(states))
+    return RunResult(baseline=True)
+
+
+def run_once(
+    config: Config, since: datetime | None = None, mailbox: ImapMailbox | None = None
+) -> RunResult:
+    """One incremental run over every folder: archive what is new, exactly once."""
+    started = time.monotonic()
+    run_time = datetime.now(config.tz)
+    with exclusive_index(config, "once", "fund_mail_once") as index:
+        with connected(config, mailbox) as imap:
+            floor_text = index.imap_floor()
+            if floor_text is None and since is None:
+                result = _baseline(imap, index)
+                result.seconds = time.monotonic() - started
+                return result
+            floor = since or parse_graph_time(floor_text)
+            states = index.imap_folder_states()
+            new_states: dict[str, tuple[int, int]] = {}
+            writer = ImapWriter(
+                config,
+                index,
+                "once",
+                run_time.strftime("%Y_%m_%d"),
+                run_time.strftime("fm_%Y_%m_%d_%H%M"),
+                dedupe=True,
+            )
+            with writing(writer):
+                for folder in imap.folders():
+                    status = imap.select(folder.name)
+                    known = states.get(folder.name)
+                    plan = plan_folder(status, known, rescan=since is not None)
+                    if plan.mode == "resync":
+                        log.warning(
+                            "%s: UIDVALIDITY changed (%s -> %s); reading it again, skipping "
+                            "what is archived already",
+                            folder.path,
+                            known[0],
+                            status.uidvalidity,
+                        )
+                    if plan.mode == "incremental":
+                        uids = imap.uids_after(plan.after_uid)
+                    else:
+                        uids = imap.uids_between(floor.date() - SEARCH_MARGIN)
+                    summaries = [
+                        s
+                        for s in imap.summaries(uids)
+                        if not s.is_draft and s.internal_date >= floor
+                    ]
+                    writer.add(imap, folder, status, summaries)
+                    top = [plan.after_uid, status.uidnext - 1, *uids]
+                    new_states[folder.name] = (status.uidvalidity, max(top))
+                result = writer.publish()
+            crashpoints.reached("db-published")
+            # The DB is durable and recorded; only now may the folder states move.
+            index.set_imap_folder_states(new_states)
+            if floor_text is None:
+                index.record_imap_baseline(graph_time(floor), {})
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def run_day(
+    config: Config,
+    day: date,
+    mailbox: ImapMailbox | None = None,
+    on_page: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Every message of one local day, every folder, into its own DB (no de-duplication)."""
+    started = time.monotonic()
+    run_time = datetime.now(config.tz)
+    start, end = day_bounds(day, config)
+    with exclusive_index(config, "day", "fund_mail_one_day") as index:
+        with connected(config, mailbox) as imap:
+            writer = ImapWriter(
+                config,
+                index,
+                "day",
+                day.strftime("%Y_%m_%d"),
+                f"fm_{day.strftime('%Y_%m_%d')}_{run_time.strftime('%H%M')}",
+                dedupe=False,
+            )
+            with writing(writer):
+                for folder in imap.folders():
+                    status = imap.select(folder.name)
+                    uids = imap.uids_between(
+                        start.date() - SEARCH_MARGIN, end.date() + SEARCH_MARGIN
+                    )
+                    summaries = [
+                        s
+                        for s in imap.summaries(uids)
+                        if not s.is_draft and start <= s.internal_date < end
+                    ]
+                    if on_page:
+                        on_page(len(uids))
+                    writer.add(imap, folder, status, summaries)
+                result = writer.publish()
+    result.seconds = time.monotonic() - started
+    return result
