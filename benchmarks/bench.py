@@ -258,6 +258,39 @@ class Bench:
                 ],
             )
 
+    def mime(self) -> None:
+        """KEEP_MIME's cost: the same 500 new messages archived without and with the option."""
+        for keep in ("0", "1"):
+            with self._scenario(f"mime{keep}") as (workdir, graph, env):
+                graph.write_env(env, workdir / "data", KEEP_MIME=keep)
+                once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
+                run_measured(once, workdir)
+                now = datetime.now(UTC).replace(microsecond=0)
+                for i in range(500):
+                    graph.mailbox.add_message(
+                        now + timedelta(seconds=i % 60),
+                        subject=f"mime {i}",
+                        body_html="<p>" + "Fund report paragraph. " * 40 + "</p>",
+                        attachments=[file_attachment(f"m{i}.pdf", synthetic_size=60_000)]
+                        if i % 5 == 0
+                        else [],
+                    )
+                per_message = 500 if keep == "1" else 0
+                self.measure(
+                    f"500 new messages, 100 with a file, KEEP_MIME={keep}",
+                    graph,
+                    once,
+                    workdir,
+                    500,
+                    100 + per_message,
+                    [
+                        (
+                            f"{per_message} message $value requests",
+                            lambda o, n=per_message: o.requests["message"] == n,
+                        ),
+                    ],
+                )
+
     def big(self) -> None:
         with self._scenario("big") as (workdir, graph, env):
             once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
@@ -346,8 +379,8 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
     parser.add_argument(
         "--only",
-        default="idle,burst,day,big,exe",
-        help="comma-separated scenarios: idle, burst, day, big, exe",
+        default="idle,burst,day,big,mime,exe",
+        help="comma-separated scenarios: idle, burst, day, big, mime, exe",
     )
     parser.add_argument(
         "--exe",
@@ -359,7 +392,7 @@ def main() -> int:
     exe = args.exe if args.exe.exists() else None
     bench = Bench(args.latency, exe)
     chosen = args.only.split(",")
-    for name in ("idle", "burst", "day", "big", "exe"):
+    for name in ("idle", "burst", "day", "big", "mime", "exe"):
         if name in chosen:
             getattr(bench, "exe_idle" if name == "exe" else name)()
     print(bench.report())

@@ -65,6 +65,7 @@ class Config:
     imap_password: str = field(default="", repr=False)
     imap_tls: str = "ssl"
     imap_token_scope: str = IMAP_TOKEN_SCOPE
+    keep_mime: bool = False
 
     @property
     def tz(self) -> ZoneInfo:
@@ -299,6 +300,7 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         sftp_known_hosts=values.get("SFTP_KNOWN_HOSTS", ""),
         sftp_timeout=_float(values, "SFTP_TIMEOUT", 30.0, 1, 3600, problems),
         source=source,
+        keep_mime=bool(_int(values, "KEEP_MIME", 0, 0, 1, problems)),
         **imap,
     )
     if problems:

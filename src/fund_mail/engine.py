@@ -106,7 +106,7 @@ class Archiver:
                 if db is None:
                     db = ArchiveDb(tmp_path)
                 self.folders.lookup(m.get("parentFolderId") for m in batch)
-                plans = [attachments.plan(m) for m in batch]
+                plans = [attachments.plan(m, config.keep_mime) for m in batch]
                 jobs = [job for plan in plans for job in plan.jobs]
                 result.bytes += attachments.download_all(
                     self.client, jobs, day_dir / "attach", config.max_concurrency

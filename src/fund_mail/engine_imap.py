@@ -18,7 +18,13 @@ from datetime import UTC, date, datetime, timedelta
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import write_atomic
 from fund_mail.archive.index import ArchiveIndex
-from fund_mail.archive.rows import graph_time, message_row, parse_graph_time
+from fund_mail.archive.rows import (
+    SOURCE_MESSAGE_NAME,
+    graph_time,
+    message_row,
+    parse_graph_time,
+    source_message_file_name,
+)
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
 from fund_mail.engine import RunResult, day_bounds, exclusive_index
@@ -141,18 +147,20 @@ class ImapWriter:
             received=summary.internal_date,
             body_type=self.config.body_content_type,
         )
+        files = [(a.phy_file_name(email_id), a.name, a.content) for a in parsed.attachments]
+        if self.config.keep_mime:
+            files.append((source_message_file_name(email_id), SOURCE_MESSAGE_NAME, raw))
         attach_rows = []
         (self.day_dir / "attach").mkdir(parents=True, exist_ok=True)
-        for attachment in parsed.attachments:
-            name = attachment.phy_file_name(email_id)
-            write_atomic(self.day_dir / "attach" / name, attachment.content)
-            self.result.bytes += len(attachment.content)
+        for phy_name, org_name, content in files:
+            write_atomic(self.day_dir / "attach" / phy_name, content)
+            self.result.bytes += len(content)
             attach_rows.append(
                 {
                     "save_folder": f"{self.day_folder}/attach",
-                    "org_file_name": attachment.name,
-                    "phy_file_name": name,
-                    "file_size": len(attachment.content),
+                    "org_file_name": org_name,
+                    "phy_file_name": phy_name,
+                    "file_size": len(content),
                 }
             )
         crashpoints.reached("attachments-downloaded")

@@ -203,7 +203,14 @@ class GraphClient:
             f"{self.mailbox_url}/messages/{quote(message_id, safe='')}"
             f"/attachments/{quote(attachment_id, safe='')}/$value"
         )
+        return self._download(url, dest, f"attachment {attachment_id[-12:]}")
 
+    def download_message_mime(self, message_id: str, dest: Path) -> int:
+        """Stream the whole message as MIME (`/messages/{id}/$value`) into dest (KEEP_MIME)."""
+        url = f"{self.mailbox_url}/messages/{quote(message_id, safe='')}/$value"
+        return self._download(url, dest, f"message {message_id[-12:]}")
+
+    def _download(self, url: str, dest: Path, what: str) -> int:
         def action(out) -> int:
             out.seek(0)
             out.truncate()  # a retried download starts over
@@ -223,4 +230,4 @@ class GraphClient:
 
         # fsync and rename happen after the slot is released, off the request budget.
         with atomic_writer(dest) as out:
-            return self._with_body_retries(lambda: action(out), f"attachment {attachment_id[-12:]}")
+            return self._with_body_retries(lambda: action(out), what)
