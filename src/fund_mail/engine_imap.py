@@ -98,7 +98,6 @@ class ImapWriter:
 
     def __post_init__(self) -> None:
         self.day_dir = self.config.data_dir / self.day_folder
-        self.tmp_path = self.day_dir / f".{self.command}-{self.stem}.{time.time_ns()}.tmp"
         self.db: ArchiveDb | None = None
         self.archived: list[tuple[str, str]] = []
         self.fingerprints: list[tuple[str, str]] = []
@@ -138,6 +137,10 @@ class ImapWriter:
                 _, email_id, fingerprint = by_uid[summary.uid]
                 self._write(folder, summary, email_id, raw)
                 self.fingerprints.append((fingerprint, email_id))
+                if self.db.messages >= self.config.publish_every:
+                    # A long catch-up keeps its progress if it is killed, as on Graph.
+                    self.publish()
+                    crashpoints.reached("chunk-published")
 
     def _write(self, folder: Folder, summary: Summary, email_id: str, raw: bytes) -> None:
         parsed = mime.graph_shape(
@@ -173,26 +176,33 @@ class ImapWriter:
             notes=parsed.notes,
         )
         if self.db is None:
-            self.db = ArchiveDb(self.tmp_path)
+            tmp_name = f".{self.command}-{self.stem}.{time.time_ns()}.tmp"
+            self.db = ArchiveDb(self.day_dir / tmp_name)
         self.db.add(row, attach_rows)
         crashpoints.reached("db-partial")
         self.archived.append((email_id, graph_time(summary.internal_date)))
 
     def publish(self) -> RunResult:
-        if self.db is None:
+        """Publish the DB being filled, if any; the next message starts a new one."""
+        db, self.db = self.db, None
+        if db is None:
             return self.result
-        self.db.finish()
+        db.finish()
         crashpoints.reached("db-written")
         published = self.index.publish(
-            self.tmp_path,
+            db.path,
             self.day_dir,
             self.stem,
             self.command,
-            self.archived if self.dedupe else None,
-            self.fingerprints if self.dedupe else None,
+            self.archived,
+            exclusive=self.dedupe,
+            fingerprints=self.fingerprints,
         )
-        self.result.messages, self.result.attachments = self.db.messages, self.db.attachments
-        self.result.db_path = published.path
+        self.archived, self.fingerprints = [], []
+        if published is not None:
+            self.result.messages += db.messages - published.dropped_messages
+            self.result.attachments += db.attachments - published.dropped_attachments
+            self.result.db_paths.append(published.path)
         return self.result
 
     def discard(self) -> None:
