@@ -240,3 +240,33 @@ def test_one_day_over_imap(imap_config, admin):
     assert subjects == ["in the day", "sent that day"]
     # A backfill never moves the incremental state.
     assert folder_states(imap_config) == {}
+
+
+def test_audit_finds_and_repairs_gaps_over_imap(imap_config, admin):
+    day = date(2026, 3, 4)
+    noon = datetime(2026, 3, 4, 3, 0, tzinfo=UTC)  # 12:00 in Asia/Seoul
+    admin.append("INBOX", message("archived by the backfill"), msg_time=noon)
+    assert engine.run_day(imap_config, day).messages == 1
+    # Filed elsewhere since: a new UID in another folder, but the same message.
+    admin.create_folder("Filed")
+    admin.select_folder("INBOX")
+    admin.move(admin.search(["ALL"]), "Filed")
+    admin.append("INBOX", message("missed 1"), msg_time=noon + timedelta(minutes=1))
+    admin.append("Sent", message("missed 2"), msg_time=noon + timedelta(minutes=2))
+    admin.append("INBOX", message("another day"), msg_time=noon + timedelta(days=1))
+
+    dry = engine.run_audit(imap_config, [day], dry_run=True)
+    [counts] = [a.counts for a in dry.audits]
+    assert (counts.in_mailbox, counts.archived, counts.missing, counts.repaired) == (3, 1, 2, 0)
+    assert dry.gaps == [day]
+    assert len(archived_rows(imap_config.data_dir)) == 1, "a dry run changes nothing"
+
+    repaired = engine.run_audit(imap_config, [day])
+    [audit] = repaired.audits
+    assert audit.complete and audit.counts.repaired == 2
+    assert audit.result.db_path.parent.name == "2026_03_04"
+    subjects = sorted(r["subject"] for r in archived_rows(imap_config.data_dir))
+    assert subjects == ["archived by the backfill", "missed 1", "missed 2"]
+
+    again = engine.run_audit(imap_config, [day])
+    assert again.audits[0].counts.missing == 0 and again.total.db_path is None

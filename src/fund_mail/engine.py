@@ -610,36 +610,74 @@ def run_audit(
     client: GraphClient | None = None,
 ) -> AuditReport:
     """fund_mail_one_day --audit: each day in turn, under fund_mail_one_day's lock."""
+    if config.mail_source == "imap":
+        from fund_mail import engine_imap
+
+        return engine_imap.run_audit(
+            config, days, dry_run=dry_run, on_start=on_start, on_day=on_day, on_page=on_page
+        )
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         client = client or open_graph(config)
-
-        def audit_one(day: date) -> RunResult:
-            if on_start:
-                on_start(day)
-            try:
-                audit = audit_day(
-                    config, client, index, day, command="day", dry_run=dry_run, on_page=on_page
-                )
-            except Exception as e:
-                index.record_audit(day.isoformat(), "manual", AuditCounts(dry_run=dry_run), str(e))
-                raise
-            index.record_audit(day.isoformat(), "manual", audit.counts)
-            report.audits.append(audit)
-            if on_day:
-                on_day(audit)
-            return audit.result
-
-        report = AuditReport()
-        outcome = run_range(days, audit_one, lambda day, result: "")
-        report.failed, report.total = outcome.failed, outcome.total
+        report = audit_range(
+            index,
+            days,
+            lambda day: audit_day(
+                config, client, index, day, command="day", dry_run=dry_run, on_page=on_page
+            ),
+            dry_run=dry_run,
+            on_start=on_start,
+            on_day=on_day,
+        )
         report.total.requests = client.requests_made
         return report
 
 
+def audit_range(
+    index: ArchiveIndex,
+    days: list[date],
+    audit: Callable[[date], DayAudit],
+    *,
+    dry_run: bool,
+    on_start: Callable[[date], None] | None = None,
+    on_day: Callable[[DayAudit], None] | None = None,
+) -> AuditReport:
+    """Audit each day with `audit` (Graph or IMAP), recording each outcome in the index."""
+    report = AuditReport()
+
+    def audit_one(day: date) -> RunResult:
+        if on_start:
+            on_start(day)
+        try:
+            done = audit(day)
+        except Exception as e:
+            index.record_audit(day.isoformat(), "manual", AuditCounts(dry_run=dry_run), str(e))
+            raise
+        index.record_audit(day.isoformat(), "manual", done.counts)
+        report.audits.append(done)
+        if on_day:
+            on_day(done)
+        return done.result
+
+    outcome = run_range(days, audit_one, lambda day, result: "")
+    report.failed, report.total = outcome.failed, outcome.total
+    return report
+
+
 def _self_audit(
-    config: Config, client: GraphClient, index: ArchiveIndex, now_local: datetime, floor: datetime
+    config: Config,
+    client: GraphClient | None,
+    index: ArchiveIndex,
+    now_local: datetime,
+    floor: datetime,
+    audit: Callable[[date], DayAudit] | None = None,
 ) -> None:
-    """The daily self-audit inside fund_mail_once: never fails the incremental run."""
+    """The daily self-audit inside fund_mail_once: never fails the incremental run.
+    audit: how one day is audited (the IMAP source passes its own); Graph's by default."""
+    if audit is None:
+
+        def audit(day: date) -> DayAudit:
+            return audit_day(config, client, index, day, command="once", not_before=floor)
+
     days = self_audit_days(now_local, config.audit_at, config.audit_days, floor)
     if not days:
         return
@@ -648,14 +686,14 @@ def _self_audit(
     at = graph_time(now_local)
     for day in [d for d in days if d.isoformat() not in done]:
         try:
-            audit = audit_day(config, client, index, day, command="once", not_before=floor)
+            done = audit(day)
         except Exception as e:  # noqa: BLE001 - the audit is retried by the next run
             log.warning("Self-audit of %s failed (retried on the next run): %s", day, e)
             error = REDACTOR.redact(str(e)) or type(e).__name__
             index.record_audit(day.isoformat(), "self", AuditCounts(), error, at=at)
             continue
-        index.record_audit(day.isoformat(), "self", audit.counts, at=at)
-        log.info("Self-audit %s", audit.line())
+        index.record_audit(day.isoformat(), "self", done.counts, at=at)
+        log.info("Self-audit %s", done.line())
 
 
 # -- delivery and history --------------------------------------------------------------------

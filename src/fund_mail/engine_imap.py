@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import write_atomic
-from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.index import ArchiveIndex, AuditCounts
 from fund_mail.archive.rows import (
     SOURCE_MESSAGE_NAME,
     graph_time,
@@ -27,7 +27,15 @@ from fund_mail.archive.rows import (
 )
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
-from fund_mail.engine import RunResult, day_bounds, exclusive_index
+from fund_mail.engine import (
+    AuditReport,
+    DayAudit,
+    RunResult,
+    _self_audit,
+    audit_range,
+    day_bounds,
+    exclusive_index,
+)
 from fund_mail.imap import mime
 from fund_mail.imap.client import Folder, FolderStatus, ImapMailbox, Summary
 
@@ -94,6 +102,7 @@ class ImapWriter:
     day_folder: str
     stem: str
     dedupe: bool
+    source: str | None = None  # what the index records as having archived the ids
     result: RunResult = field(default_factory=RunResult)
 
     def __post_init__(self) -> None:
@@ -102,6 +111,7 @@ class ImapWriter:
         self.archived: list[tuple[str, str]] = []
         self.fingerprints: list[tuple[str, str]] = []
         self._seen_prints: set[str] = set()
+        self.vanished: list[int] = []  # UIDs deleted between their summary and their body
 
     def _wanted(self, folder: Folder, status: FolderStatus, summaries: list[Summary]) -> list:
         """(summary, email_id, fingerprint) of the messages not archived yet."""
@@ -133,6 +143,7 @@ class ImapWriter:
                 raw = fetched.get(summary.uid)
                 if raw is None:
                     log.info("%s UID %s was deleted while it was read", folder.path, summary.uid)
+                    self.vanished.append(summary.uid)
                     continue
                 _, email_id, fingerprint = by_uid[summary.uid]
                 self._write(folder, summary, email_id, raw)
@@ -195,6 +206,7 @@ class ImapWriter:
             self.stem,
             self.command,
             self.archived,
+            source=self.source,
             exclusive=self.dedupe,
             fingerprints=self.fingerprints,
         )
@@ -292,8 +304,32 @@ def run_once(
             index.set_imap_folder_states(new_states)
             if floor_text is None:
                 index.record_imap_baseline(graph_time(floor), {})
+            _self_audit(
+                config,
+                None,
+                index,
+                run_time,
+                floor,
+                audit=lambda day: audit_day(
+                    config, imap, index, day, command="once", not_before=floor
+                ),
+            )
     result.seconds = time.monotonic() - started
     return result
+
+
+def day_summaries(
+    mailbox: ImapMailbox, start: datetime, end: datetime
+) -> Iterator[tuple[Folder, FolderStatus, list[Summary], int]]:
+    """Each folder's messages received in [start, end), drafts left out, and how many UIDs the
+    day's SEARCH matched (SEARCH works on the server's dates, so it reaches a day further)."""
+    for folder in mailbox.folders():
+        status = mailbox.select(folder.name)
+        uids = mailbox.uids_between(start.date() - SEARCH_MARGIN, end.date() + SEARCH_MARGIN)
+        summaries = [
+            s for s in mailbox.summaries(uids) if not s.is_draft and start <= s.internal_date < end
+        ]
+        yield folder, status, summaries, len(uids)
 
 
 def run_day(
@@ -309,27 +345,108 @@ def run_day(
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         with connected(config, mailbox) as imap:
             writer = ImapWriter(
-                config,
-                index,
-                "day",
-                day.strftime("%Y_%m_%d"),
-                f"fm_{day.strftime('%Y_%m_%d')}_{run_time.strftime('%H%M')}",
-                dedupe=False,
+                config, index, "day", day.strftime("%Y_%m_%d"), _day_stem(day, run_time), False
             )
             with writing(writer):
-                for folder in imap.folders():
-                    status = imap.select(folder.name)
-                    uids = imap.uids_between(
-                        start.date() - SEARCH_MARGIN, end.date() + SEARCH_MARGIN
-                    )
-                    summaries = [
-                        s
-                        for s in imap.summaries(uids)
-                        if not s.is_draft and start <= s.internal_date < end
-                    ]
+                for folder, status, summaries, matched in day_summaries(imap, start, end):
                     if on_page:
-                        on_page(len(uids))
+                        on_page(matched)
                     writer.add(imap, folder, status, summaries)
                 result = writer.publish()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _day_stem(day: date, run_time: datetime) -> str:
+    return f"fm_{day.strftime('%Y_%m_%d')}_{run_time.strftime('%H%M')}"
+
+
+# -- the completeness audit ------------------------------------------------------------------
+def audit_day(
+    config: Config,
+    mailbox: ImapMailbox,
+    index: ArchiveIndex,
+    day: date,
+    *,
+    command: str,
+    dry_run: bool = False,
+    not_before: datetime | None = None,
+    on_page: Callable[[int], None] | None = None,
+) -> DayAudit:
+    """Compare a day in every folder with everything ever archived; archive what is missing.
+
+    A message counts as archived when its id or its fingerprint is in the index, the same rule
+    fund_mail_once follows, so a message moved since it was archived is not a gap.
+    """
+    start, end = day_bounds(day, config)
+    if not_before is not None:
+        start = max(start, not_before)
+    listed = []
+    if start < end:
+        for folder, status, summaries, matched in day_summaries(mailbox, start, end):
+            if on_page:
+                on_page(matched)
+            listed.append((folder, status, summaries))
+
+    def archived_count() -> tuple[int, int]:
+        ids = [imap_email_id(f.name, st.uidvalidity, s.uid) for f, st, ss in listed for s in ss]
+        prints = [summary_fingerprint(s) for _, _, ss in listed for s in ss]
+        known_ids, known_prints = index.known_ids(ids), index.known_fingerprints(prints)
+        found = sum(i in known_ids or p in known_prints for i, p in zip(ids, prints, strict=True))
+        return len(ids), found
+
+    in_mailbox, known = archived_count()
+    counts = AuditCounts(in_mailbox, known, in_mailbox - known, 0, dry_run)
+    if dry_run or known == in_mailbox:
+        return DayAudit(day, counts)
+    writer = ImapWriter(
+        config,
+        index,
+        command,
+        day.strftime("%Y_%m_%d"),
+        _day_stem(day, datetime.now(config.tz)),
+        dedupe=True,
+        source="audit",
+    )
+    with writing(writer):
+        for folder, status, summaries in listed:
+            if not summaries:
+                continue
+            # The listing walked every folder; the bodies are read from this one again.
+            if mailbox.select(folder.name).uidvalidity != status.uidvalidity:
+                log.warning("%s changed its UIDVALIDITY during the audit; audit it again", folder)
+                continue
+            writer.add(mailbox, folder, status, summaries)
+        result = writer.publish()
+    # Deleted since they were listed: nothing left to archive, so no longer in the mailbox.
+    vanished = len(writer.vanished)
+    _, now_known = archived_count()
+    counts = AuditCounts(
+        in_mailbox - vanished, known, in_mailbox - known - vanished, now_known - known, dry_run
+    )
+    return DayAudit(day, counts, result)
+
+
+def run_audit(
+    config: Config,
+    days: list[date],
+    *,
+    dry_run: bool = False,
+    on_start: Callable[[date], None] | None = None,
+    on_day: Callable[[DayAudit], None] | None = None,
+    on_page: Callable[[int], None] | None = None,
+    mailbox: ImapMailbox | None = None,
+) -> AuditReport:
+    """fund_mail_one_day --audit over IMAP: each day in turn, under fund_mail_one_day's lock."""
+    with exclusive_index(config, "day", "fund_mail_one_day") as index:
+        with connected(config, mailbox) as imap:
+            return audit_range(
+                index,
+                days,
+                lambda day: audit_day(
+                    config, imap, index, day, command="day", dry_run=dry_run, on_page=on_page
+                ),
+                dry_run=dry_run,
+                on_start=on_start,
+                on_day=on_day,
+            )

@@ -76,6 +76,11 @@ def test_imap_one_day_and_wrong_password(dovecot, data_dir, tmp_path):
     day = run_cli("fund_mail_one_day", "--env-file", env, "--date", "2026-02-03")
     assert day.returncode == 0, day.stderr
     assert [r["subject"] for r in archived_rows(data_dir)] == ["that day"]
+    audit = run_cli(
+        "fund_mail_one_day", "--env-file", env, "--audit", "--dry-run", "--date", "2026-02-03"
+    )
+    assert audit.returncode == 0, audit.stderr
+    assert "2026-02-03: 1 in the mailbox, 1 already archived, 0 missing" in audit.stdout
 
     bad = write_env(tmp_path / "bad.env", imap_values(dovecot, data_dir, IMAP_PASSWORD="nope-x1"))
     refused = run_cli("fund_mail_once", "--env-file", bad)
