@@ -6,9 +6,10 @@ Nothing on disk is created or changed here; a bad .env is reported whole, before
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,6 +18,7 @@ from dotenv import dotenv_values
 
 from fund_mail.errors import ConfigError
 
+ADDRESS_RE = re.compile(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+")
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 SECRET_KEYS = (
     "CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE", "IMAP_PASSWORD",
@@ -69,6 +71,9 @@ class Config:
     imap_tls: str = "ssl"
     imap_token_scope: str = IMAP_TOKEN_SCOPE
     keep_mime: bool = False
+    # MAILBOXES=a@x,b@x: several mailboxes, each in DATA_DIR/<mailbox>/ (see mailbox_configs).
+    mailboxes: tuple[str, ...] = ()
+    max_parallel_mailboxes: int = 2
 
     @property
     def tz(self) -> ZoneInfo:
@@ -77,6 +82,25 @@ class Config:
     @property
     def upload_enabled(self) -> bool:
         return bool(self.sftp_host)
+
+    def mailbox_configs(self) -> list[Config]:
+        """One configuration per mailbox. A one-mailbox installation keeps today's layout."""
+        if len(self.mailboxes) <= 1:
+            return [self]
+        return [self.for_mailbox(address) for address in self.mailboxes]
+
+    def for_mailbox(self, address: str) -> Config:
+        """A mailbox of several: its own cursor, index, locks, audit state and DBs under
+        DATA_DIR/<mailbox>/, and SFTP_BASE_DIR/<mailbox>/ on the server."""
+        folder = address.lower()
+        return replace(
+            self,
+            email_id=address,
+            mailboxes=(address,),
+            data_dir=self.data_dir / folder,
+            sftp_base_dir=posixpath.join(self.sftp_base_dir, folder) if self.sftp_base_dir else "",
+            imap_user=address if self.mail_source == "imap" else self.imap_user,
+        )
 
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or an error message."""
@@ -208,6 +232,22 @@ def _imap_settings(values: dict[str, str], problems: list[str]) -> dict:
     }
 
 
+def _mailboxes(values: dict[str, str], problems: list[str]) -> tuple[str, ...]:
+    """MAILBOXES: comma-separated addresses, each once."""
+    found: dict[str, str] = {}
+    for address in (a.strip() for a in values.get("MAILBOXES", "").split(",")):
+        if not address:
+            continue
+        if not ADDRESS_RE.fullmatch(address):
+            problems.append(
+                f"MAILBOXES: {address!r} is not a mailbox address like fund@example.com"
+            )
+        elif address.lower() in found:
+            problems.append(f"MAILBOXES lists {address!r} twice")
+        found.setdefault(address.lower(), address)
+    return tuple(found.values())
+
+
 def config_from_values(values: dict[str, str], source: str = "") -> Config:
     problems: list[str] = []
 
@@ -217,6 +257,16 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
             problems.append(f"{key} is missing: {hint}")
         return value
 
+    mailboxes = _mailboxes(values, problems)
+    if mailboxes:
+        # EMAIL_ID (and IMAP_USER) name the first mailbox unless set; each run takes its own.
+        values = {**values, "EMAIL_ID": values.get("EMAIL_ID") or mailboxes[0]}
+        values["IMAP_USER"] = values.get("IMAP_USER") or mailboxes[0]
+        if len(mailboxes) > 1 and values.get("IMAP_PASSWORD"):
+            problems.append(
+                "IMAP_PASSWORD signs in one user, but MAILBOXES lists several: leave it empty "
+                "to sign in to each mailbox with XOAUTH2"
+            )
     imap = _imap_settings(values, problems)
     if imap["mail_source"] == "imap" and not values.get("EMAIL_ID"):
         values = {**values, "EMAIL_ID": imap["imap_user"]}
@@ -224,7 +274,7 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
     needs_app = imap["mail_source"] == "graph" or not imap["imap_password"]
     app_key = required if needs_app else (lambda key, _hint: values.get(key, ""))
     email_id = required("EMAIL_ID", "the mailbox to archive, e.g. fund@example.com")
-    if email_id and not re.fullmatch(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+", email_id):
+    if email_id and not ADDRESS_RE.fullmatch(email_id):
         problems.append(f"EMAIL_ID={email_id!r} is not a mailbox address like fund@example.com")
     tenant_id = app_key("TENANT_ID", "the Entra tenant id (Overview page of the app registration)")
     if tenant_id and not re.fullmatch(r"[A-Za-z0-9.\-]+", tenant_id):
@@ -317,6 +367,8 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         sftp_timeout=_float(values, "SFTP_TIMEOUT", 30.0, 1, 3600, problems),
         source=source,
         keep_mime=bool(_int(values, "KEEP_MIME", 0, 0, 1, problems)),
+        mailboxes=mailboxes,
+        max_parallel_mailboxes=_int(values, "MAX_PARALLEL_MAILBOXES", 2, 1, 16, problems),
         **imap,
     )
     if problems:
