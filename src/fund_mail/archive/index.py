@@ -121,13 +121,41 @@ class AuditRecord:
         return not self.error and self.missing == self.repaired
 
 
+def read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot create or change the file (for --status and checks)."""
+    # as_uri() escapes '#', '?', '%' and spaces, and writes UNC paths as file://server/...
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def audit_history(data_dir: Path, days: Iterable[str]) -> dict[str, AuditRecord]:
+    """The newest audit of each day, read-only; {} when the index has no audits yet."""
+    path = data_dir / INDEX_NAME
+    if not path.exists():
+        return {}
+    conn = read_only(path)
+    try:
+        latest = {}
+        for day in days:
+            row = conn.execute(
+                "SELECT day, audited_at, trigger, in_mailbox, archived, missing, repaired, "
+                "dry_run, error FROM audits WHERE day = ? ORDER BY id DESC LIMIT 1",
+                (day,),
+            ).fetchone()
+            if row:
+                latest[day] = AuditRecord(*row)
+        return latest
+    except sqlite3.OperationalError:
+        return {}  # an index written before audits existed
+    finally:
+        conn.close()
+
+
 def _ids_in_db(path: Path) -> list[tuple[str, str]]:
     """(email_id, received_utc) of every message in an archive DB; [] when it is unreadable."""
     if not path.is_file():
         return []
     try:
-        # as_uri() escapes '#', '?', '%' and spaces, and writes UNC paths as file://server/...
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = read_only(path)
         try:
             rows = conn.execute("SELECT email_id, email_time FROM fund_mail").fetchall()
         finally:
@@ -440,19 +468,6 @@ class ArchiveIndex:
                     error[:1000],
                 ),
             )
-
-    def latest_audits(self, days: Iterable[str]) -> dict[str, AuditRecord]:
-        """The newest audit of each day asked for (dry runs included), by day."""
-        latest: dict[str, AuditRecord] = {}
-        for day in days:
-            row = self._conn.execute(
-                "SELECT day, audited_at, trigger, in_mailbox, archived, missing, repaired, "
-                "dry_run, error FROM audits WHERE day = ? ORDER BY id DESC LIMIT 1",
-                (day,),
-            ).fetchone()
-            if row:
-                latest[day] = AuditRecord(*row)
-        return latest
 
     def audited_complete_since(self, since_utc: str, days: Iterable[str]) -> set[str]:
         """The days among `days` that an audit (not a dry run) found or made complete at or

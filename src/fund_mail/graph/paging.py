@@ -9,8 +9,10 @@ The contract, for a time window [start, end) listed newest first:
 
 1. The first page asks for the whole window.
 2. A follow-up page asks for `receivedDateTime le <oldest second seen so far>`: the same second
-   again, because more messages may share it. Ids already listed are dropped.
-3. When a whole page shares one second T, a bound alone would return the same page forever.
+   again, because more messages may share it. Ids already listed are dropped. This costs at
+   most one extra request for each second that spans two pages.
+3. When a whole page shares one second T (or most of it does), a bound alone would return the
+   same page forever (or re-read most of it).
    That second is then walked on its own (`ge T and le T`) with `$skip`, the only paging Graph
    offers inside one second. Each step re-reads SECOND_OVERLAP messages that were already listed
    and checks that the first one is known. If it is not, deletions moved the list by more than
@@ -109,4 +111,9 @@ def next_query(query: PageQuery, page: PageSeen, known_before: set[str]) -> Page
         return PageQuery(query.window, second=oldest, skip=max(0, listed - SECOND_OVERLAP))
     if query.upper is not None and oldest >= query.upper and query.upper_inclusive:
         raise NoProgress(f"paging did not move below {graph_time(query.upper)}")
+    in_oldest = sum(1 for t in page.times if t == oldest)
+    if in_oldest * 2 > len(page.times):
+        # Most of the page is its oldest second: re-reading it by time would waste most of the
+        # next page, so walk that second straight away.
+        return PageQuery(query.window, second=oldest, skip=max(0, in_oldest - SECOND_OVERLAP))
     return PageQuery(query.window, upper=oldest, upper_inclusive=True)
