@@ -86,3 +86,23 @@ def test_imap_one_day_and_wrong_password(dovecot, data_dir, tmp_path):
     refused = run_cli("fund_mail_once", "--env-file", bad)
     assert refused.returncode == 4, refused.stderr
     assert "IMAP_PASSWORD" in refused.stderr and "nope-x1" not in refused.stderr
+
+
+def test_imap_check_and_status(dovecot, data_dir, tmp_path):
+    env = write_env(tmp_path / ".env", imap_values(dovecot, data_dir))
+    check = run_cli("fund_mail_once", "--env-file", env, "--check")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "[ OK ] IMAP sign-in and folders: signed in to 127.0.0.1" in check.stdout
+    assert "with password; 3 folder(s), Sent: Sent" in check.stdout
+    assert "Mail.Read" not in check.stdout, "no Graph checks for the IMAP source"
+
+    before = run_cli("fund_mail_once", "--env-file", env, "--status")
+    assert "no baseline yet" in before.stdout and "cursor:" not in before.stdout
+    assert run_cli("fund_mail_once", "--env-file", env).returncode == 0
+    after = run_cli("fund_mail_once", "--env-file", env, "--status")
+    assert after.returncode == 0, after.stderr
+    assert "3 folder(s)" in after.stdout and "INBOX: UIDVALIDITY " in after.stdout
+
+    bad = write_env(tmp_path / "bad.env", imap_values(dovecot, data_dir, IMAP_PASSWORD="nope-x2"))
+    refused = run_cli("fund_mail_once", "--env-file", bad, "--check")
+    assert refused.returncode == 4 and "[FAIL] IMAP sign-in and folders" in refused.stdout

@@ -150,6 +150,25 @@ def audit_history(data_dir: Path, days: Iterable[str]) -> dict[str, AuditRecord]
         conn.close()
 
 
+def imap_state(data_dir: Path) -> tuple[str | None, list[tuple[str, int, int, str]]]:
+    """The IMAP baseline time and each folder's (folder, UIDVALIDITY, last UID, updated at),
+    read-only; (None, []) before the first IMAP run."""
+    path = data_dir / INDEX_NAME
+    if not path.exists():
+        return None, []
+    conn = read_only(path)
+    try:
+        floor = conn.execute("SELECT floor_utc FROM imap_baseline").fetchone()
+        folders = conn.execute(
+            "SELECT folder, uidvalidity, last_uid, updated_at FROM imap_folders ORDER BY folder"
+        ).fetchall()
+        return (floor[0] if floor else None), folders
+    except sqlite3.OperationalError:
+        return None, []  # an index written before the IMAP source existed
+    finally:
+        conn.close()
+
+
 def _ids_in_db(path: Path) -> list[tuple[str, str]]:
     """(email_id, received_utc) of every message in an archive DB; [] when it is unreadable."""
     if not path.is_file():
