@@ -153,11 +153,11 @@ def test_uidvalidity_reset_resyncs_without_duplicates(imap_config, admin):
     assert engine.run_once(imap_config).messages == 3
     validity_before = folder_states(imap_config)["Funds"][0]
 
-    # The server rebuilds the folder: same messages, new UIDVALIDITY, new UIDs.
+    # The server rebuilds the folder: new UIDVALIDITY, UIDs from 1 again, so the new message
+    # gets a UID below the highest one read before.
     admin.delete_folder("Funds")
     admin.create_folder("Funds")
-    for raw in kept:
-        admin.append("Funds", raw)
+    admin.append("Funds", kept[0])
     admin.append("Funds", message("arrived during the rebuild"))
     result = engine.run_once(imap_config)
 
@@ -270,3 +270,13 @@ def test_audit_finds_and_repairs_gaps_over_imap(imap_config, admin):
 
     again = engine.run_audit(imap_config, [day])
     assert again.audits[0].counts.missing == 0 and again.total.db_path is None
+
+
+def test_a_long_catch_up_publishes_every_publish_every_messages(dovecot, data_dir, admin):
+    config = config_from_values(imap_values(dovecot, data_dir, PUBLISH_EVERY="2"))
+    engine.run_once(config)
+    for i in range(5):
+        admin.append("INBOX", message(f"c{i}"))
+    result = engine.run_once(config)
+    assert result.messages == 5 and len(result.db_paths) == 3
+    assert sorted(r["subject"] for r in archived_rows(data_dir)) == [f"c{i}" for i in range(5)]

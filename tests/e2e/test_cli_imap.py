@@ -3,8 +3,13 @@ delivered over SFTP, with XOAUTH2 sign-in from the app registration."""
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import sys
+from collections import Counter
 from datetime import UTC, datetime
+
+import pytest
 
 from fund_mail.archive.store import SCHEMA_SQL
 from tests.helpers import archived_rows, run_cli
@@ -86,6 +91,9 @@ def test_imap_one_day_and_wrong_password(dovecot, data_dir, tmp_path):
     refused = run_cli("fund_mail_once", "--env-file", bad)
     assert refused.returncode == 4, refused.stderr
     assert "IMAP_PASSWORD" in refused.stderr and "nope-x1" not in refused.stderr
+    logs = "".join(p.read_text("utf-8") for p in (data_dir / "logs").glob("*.log"))
+    assert "IMAP_PASSWORD" in logs
+    assert "nope-x1" not in logs and dovecot.password not in logs
 
 
 def test_imap_check_and_status(dovecot, data_dir, tmp_path):
@@ -106,3 +114,33 @@ def test_imap_check_and_status(dovecot, data_dir, tmp_path):
     bad = write_env(tmp_path / "bad.env", imap_values(dovecot, data_dir, IMAP_PASSWORD="nope-x2"))
     refused = run_cli("fund_mail_once", "--env-file", bad, "--check")
     assert refused.returncode == 4 and "[FAIL] IMAP sign-in and folders" in refused.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.parametrize(
+    "point",
+    ["attachments-downloaded", "db-partial", "db-written", "index-committed", "db-published"],
+)
+def test_imap_kill_at_any_point_loses_nothing_and_duplicates_nothing(
+    dovecot, data_dir, tmp_path, point
+):
+    env = write_env(tmp_path / ".env", imap_values(dovecot, data_dir))
+    assert run_cli("fund_mail_once", "--env-file", env).returncode == 0
+    admin = admin_client(dovecot)
+    try:
+        for i in range(3):
+            admin.append("INBOX", message(f"b1-{i}", attachments=[(f"{i}.pdf", b"%" * i, "a/b")]))
+        killed = run_cli("fund_mail_once", "--env-file", env, env={"FUND_MAIL_CRASH_AT": point})
+        assert killed.returncode == -signal.SIGKILL
+        admin.append("Sent", message("b2", sender="fund@example.com"))
+    finally:
+        admin.logout()
+    recovered = run_cli("fund_mail_once", "--env-file", env)
+    assert recovered.returncode == 0, recovered.stderr
+    rows = archived_rows(data_dir)
+    assert Counter(r["email_id"] for r in rows).most_common(1)[0][1] == 1, "archived twice"
+    assert sorted(r["subject"] for r in rows) == ["b1-0", "b1-1", "b1-2", "b2"]
+    for row in archived_rows(data_dir, "fund_mail_attach"):
+        path = data_dir / row["save_folder"] / row["phy_file_name"]
+        assert path.stat().st_size == row["file_size"]
+    assert not list(data_dir.glob("*/.once-*")), "temporary files are cleaned up"
