@@ -1,4 +1,4 @@
-"""The engine for SOURCE=imap: fund_mail_once and fund_mail_one_day over IMAP.
+"""The engine for SOURCE=imap: fund_mail_once, fund_mail_one_day and the audit over IMAP.
 
 The archive side is shared with Graph: the same rows (archive/rows.message_row), the same DB
 writer, the same publish transaction, outbox and locks. What differs is how new mail is found:
@@ -94,7 +94,8 @@ def summary_fingerprint(summary: Summary) -> str:
 
 @dataclass
 class ImapWriter:
-    """Fetched messages into one temporary DB and their attachment files, then one publish."""
+    """Fetched messages into a temporary DB and their attachment files, published at the end
+    (and every PUBLISH_EVERY messages) through the same index transaction as Graph's."""
 
     config: Config
     index: ArchiveIndex
@@ -115,11 +116,10 @@ class ImapWriter:
 
     def _wanted(self, folder: Folder, status: FolderStatus, summaries: list[Summary]) -> list:
         """(summary, email_id, fingerprint) of the messages not archived yet."""
-        wanted = []
-        for s in summaries:
-            wanted.append((s, imap_email_id(folder.name, status.uidvalidity, s.uid)))
-        prints = [summary_fingerprint(s) for s, _ in wanted]
-        wanted = [(s, i, p) for (s, i), p in zip(wanted, prints, strict=True)]
+        wanted = [
+            (s, imap_email_id(folder.name, status.uidvalidity, s.uid), summary_fingerprint(s))
+            for s in summaries
+        ]
         if not self.dedupe:
             return wanted
         known_ids = self.index.known_ids(i for _, i, _ in wanted)
