@@ -105,6 +105,7 @@ class DovecotServer:
         self.port = free_port()
         self.starttls_port = free_port()
         self.process: subprocess.Popen | None = None
+        self.introspection: TokenIntrospection | None = None  # set by the fixture that owns it
         if os.geteuid() == 0:
             mail_user = pwd.getpwnam("nobody")
             internal, login = "dovecot", "dovenull"

@@ -10,7 +10,7 @@ import pytest
 from fund_mail import engine, engine_imap
 from fund_mail.archive.index import ArchiveIndex
 from fund_mail.config import config_from_values
-from fund_mail.errors import AuthError
+from fund_mail.errors import AuthError, RunFailed
 from fund_mail.imap.client import FolderStatus, ImapMailbox, Summary
 from tests.helpers import archived_rows
 from tests.imap_mail import KOREAN, encoded_word_subject, message, raw_subject_message
@@ -280,3 +280,26 @@ def test_a_long_catch_up_publishes_every_publish_every_messages(dovecot, data_di
     result = engine.run_once(config)
     assert result.messages == 5 and len(result.db_paths) == 3
     assert sorted(r["subject"] for r in archived_rows(data_dir)) == [f"c{i}" for i in range(5)]
+
+
+def test_since_archives_every_folder_from_then_without_duplicates(imap_config, admin):
+    t0 = now()
+    admin.append("INBOX", message("too old"), msg_time=t0 - timedelta(days=3))
+    admin.append("INBOX", message("recent"), msg_time=t0 - timedelta(hours=2))
+    admin.append("Sent", message("sent recently"), msg_time=t0 - timedelta(hours=1))
+    result = engine.run_once(imap_config, since=t0 - timedelta(days=1))
+    assert result.messages == 2 and not result.baseline
+    assert engine.run_once(imap_config, since=t0 - timedelta(days=1)).db_path is None
+    # It also took the baseline: the next plain run only archives new mail.
+    admin.append("INBOX", message("new"))
+    assert engine.run_once(imap_config).messages == 1
+    subjects = sorted(r["subject"] for r in archived_rows(imap_config.data_dir))
+    assert subjects == ["new", "recent", "sent recently"]
+
+
+def test_an_unreachable_server_fails_the_run(data_dir, dovecot):
+    from tests.imap_server import free_port
+
+    config = config_from_values(imap_values(dovecot, data_dir, IMAP_PORT=str(free_port())))
+    with pytest.raises(RunFailed, match="Could not reach the IMAP server"):
+        engine.run_once(config)
