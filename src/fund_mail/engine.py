@@ -686,14 +686,14 @@ def _self_audit(
     at = graph_time(now_local)
     for day in [d for d in days if d.isoformat() not in done]:
         try:
-            done = audit(day)
+            audited = audit(day)
         except Exception as e:  # noqa: BLE001 - the audit is retried by the next run
             log.warning("Self-audit of %s failed (retried on the next run): %s", day, e)
             error = REDACTOR.redact(str(e)) or type(e).__name__
             index.record_audit(day.isoformat(), "self", AuditCounts(), error, at=at)
             continue
-        index.record_audit(day.isoformat(), "self", done.counts, at=at)
-        log.info("Self-audit %s", done.line())
+        index.record_audit(day.isoformat(), "self", audited.counts, at=at)
+        log.info("Self-audit %s", audited.line())
 
 
 # -- delivery and history --------------------------------------------------------------------
