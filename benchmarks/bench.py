@@ -32,6 +32,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from fund_mail.archive.rows import SOURCE_MESSAGE_NAME
 from fund_mail.emulator import GraphEmulator, file_attachment
 from fund_mail.emulator.mailbox import REFERENCE, Message
 from fund_mail.graph.client import ATTACHMENT_EXPAND, ID_FIELDS, MESSAGE_FIELDS
@@ -40,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MB = 1024 * 1024
 SIGN_IN = ("discovery", "token")
-SCENARIOS = ("idle", "burst", "day", "attach_day", "range", "audit", "big", "exe")
+SCENARIOS = ("idle", "burst", "day", "attach_day", "range", "audit", "big", "mime", "exe")
 SLOTS = 4  # Graph's requests in flight per mailbox
 PAGE = 1000
 FOLDERS = 2  # sentitems (which names the root too), then Inbox: once per process
@@ -220,11 +221,18 @@ def archive_problems(data_dir: Path, expected: list[Message]) -> list[str]:
     on disk with its size. Empty when they match."""
     ids: Counter = Counter()
     attachments: list[tuple[str, str, int]] = []
+    originals: list[tuple[str, str]] = []  # KEEP_MIME's copy of each message, checked apart
     for db in sorted(data_dir.glob("*/fm_*.db")):
         with sqlite3.connect(f"file:{db.as_posix()}?mode=ro", uri=True) as conn:
             ids.update(row[0] for row in conn.execute("SELECT email_id FROM fund_mail"))
             attachments += conn.execute(
-                "SELECT save_folder, phy_file_name, file_size FROM fund_mail_attach"
+                "SELECT save_folder, phy_file_name, file_size FROM fund_mail_attach "
+                "WHERE org_file_name != ?",
+                (SOURCE_MESSAGE_NAME,),
+            ).fetchall()
+            originals += conn.execute(
+                "SELECT save_folder, phy_file_name FROM fund_mail_attach WHERE org_file_name = ?",
+                (SOURCE_MESSAGE_NAME,),
             ).fetchall()
     wanted = Counter(m.immutable_id for m in expected)
     files = [a for m in expected for a in m.attachments if a.kind != REFERENCE]
@@ -236,9 +244,13 @@ def archive_problems(data_dir: Path, expected: list[Message]) -> list[str]:
         )
     if len(attachments) != len(files):
         problems.append(f"{len(attachments)} attachment rows, expected {len(files)}")
+    if originals and len(originals) != len(wanted):
+        problems.append(f"{len(originals)} original-message files for {len(wanted)} messages")
     on_disk = {
         p.relative_to(data_dir).as_posix(): p.stat().st_size for p in data_dir.glob("*/attach/*")
     }
+    for folder, name in originals:
+        on_disk.pop(f"{folder}/{name}", None)
     if len(on_disk) != len({(folder, name) for folder, name, _ in attachments}):
         problems.append(f"{len(on_disk)} attachment files on disk for {len(attachments)} rows")
     wrong = [f"{f}/{n}" for f, n, size in attachments if on_disk.get(f"{f}/{n}") != size]
@@ -455,6 +467,41 @@ class Bench:
                 [REQUESTS_GOAL, ("within 1.05x of floor c", lambda o: o.ratio <= 1.05)],
                 days=7,
             )
+
+    def mime(self) -> None:
+        """KEEP_MIME's cost: the same 500 new messages archived without and with the option."""
+        for keep in ("0", "1"):
+            with self._scenario(f"mime{keep}") as (workdir, graph, env):
+                graph.write_env(env, workdir / "data", KEEP_MIME=keep)
+                once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
+                run_measured(once, workdir)
+                now = datetime.now(UTC).replace(microsecond=0)
+                fresh = [
+                    graph.mailbox.add_message(
+                        now + timedelta(seconds=i % 60),
+                        subject=f"mime {i}",
+                        body_html="<p>" + "Fund report paragraph. " * 40 + "</p>",
+                        attachments=[file_attachment(f"m{i}.pdf", synthetic_size=60_000)]
+                        if i % 5 == 0
+                        else [],
+                    )
+                    for i in range(500)
+                ]
+                per_message = 500 if keep == "1" else 0
+                self.measure(
+                    f"500 new messages, 100 with a file, KEEP_MIME={keep}",
+                    graph,
+                    once,
+                    workdir,
+                    fresh,
+                    100 + per_message,
+                    [
+                        (
+                            f"{per_message} message $value requests",
+                            lambda o, n=per_message: o.requests["message"] == n,
+                        ),
+                    ],
+                )
 
     def audit(self) -> None:
         """fund_mail_one_day --audit of a complete 5,000-message day: ids only, nothing missing."""

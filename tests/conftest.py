@@ -11,6 +11,7 @@ import pytest
 
 from fund_mail.config import Config, config_from_values
 from fund_mail.emulator import GraphEmulator
+from tests.imap_server import DovecotServer, TokenIntrospection
 from tests.sftp_servers import AsyncSftpServer
 
 
@@ -56,3 +57,20 @@ def sftp_config(graph: GraphEmulator, data_dir: Path, sftp_server, tmp_path: Pat
     values = graph.env_values(data_dir, RETRY_BACKOFF="0.05")
     values.update(sftp_server.env(tmp_path / "known_hosts"))
     return config_from_values(values)
+
+
+@pytest.fixture
+def dovecot(graph: GraphEmulator) -> Iterator[DovecotServer]:
+    """Dovecot for the emulator's mailbox: password logins, and XOAUTH2 with the emulator's
+    tokens (checked through an introspection endpoint that asks the emulator)."""
+    user = graph.mailbox.address
+    introspection = TokenIntrospection(
+        lambda token: user if graph._token_valid(token) else None
+    ).start()
+    server = DovecotServer(user, "imap-Passw0rd", introspection.url, tls=graph.tls)
+    server.introspection = introspection
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        introspection.stop()

@@ -145,3 +145,42 @@ def test_load_config_reads_dotenv_with_quotes_and_comments(tmp_path):
     env.write_text("\n".join(lines), encoding="utf-8")
     config = load_config(str(env))
     assert config.overlap_minutes == 45 and config.email_id == "fund@example.com"
+
+
+def test_imap_with_a_password_needs_no_app_registration(tmp_path):
+    values = {
+        "SOURCE": "imap",
+        "IMAP_HOST": "imap.example.com",
+        "IMAP_USER": "fund@example.com",
+        "IMAP_PASSWORD": "imap-pass-987",
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    config = config_from_values(values)
+    assert (config.mail_source, config.imap_port, config.imap_tls) == ("imap", 993, "ssl")
+    assert config.email_id == "fund@example.com"
+    assert "imap-pass-987" in config.secrets() and "imap-pass-987" not in repr(config)
+
+
+def test_imap_problems_are_listed(tmp_path):
+    found = "\n".join(problems(good(tmp_path, SOURCE="imap", IMAP_TLS="none", IMAP_PORT="99999")))
+    for needle in ("IMAP_HOST is missing", "IMAP_USER is missing", "IMAP_TLS='none'", "IMAP_PORT"):
+        assert needle in found
+    assert "CLIENT_SECRET" not in found, "XOAUTH2 uses the app registration, which is complete"
+    assert "SOURCE='pop3' must be graph or imap" in "\n".join(
+        problems(good(tmp_path, SOURCE="pop3"))
+    )
+
+
+def test_imap_xoauth2_needs_the_app_registration(tmp_path):
+    found = "\n".join(
+        problems(
+            good(
+                tmp_path,
+                SOURCE="imap",
+                IMAP_HOST="outlook.office365.com",
+                IMAP_USER="fund@example.com",
+                CLIENT_SECRET=None,
+            )
+        )
+    )
+    assert "CLIENT_SECRET is missing" in found

@@ -19,7 +19,7 @@ from fund_mail.errors import (
     RunFailed,
     UsageError,
 )
-from fund_mail.logs import REDACTOR, setup_logging
+from fund_mail.logs import REDACTOR, label, setup_logging
 from fund_mail.version import __version__
 
 if TYPE_CHECKING:
@@ -127,21 +127,38 @@ def print_task_xml(args: argparse.Namespace) -> int:
 
 
 def _say(line: str) -> None:
-    print(line, flush=True)
+    print(label(line), flush=True)
     log.debug(line)
 
 
 def _run(
-    command: str, args: argparse.Namespace, work: Callable[[Config], int], log_to_file: bool = True
+    command: str,
+    args: argparse.Namespace,
+    work: Callable[[Config], int],
+    log_to_file: bool = True,
+    per_mailbox: bool = True,
 ) -> int:
-    """Shared error handling: every failure mode maps to its own exit code, secrets masked."""
+    """Load the configuration, then run work for each mailbox (MAILBOXES), or the one."""
     setup_logging(None, args.verbose, args.quiet)
-    try:
+
+    def load_and_run() -> int:
         config = load_config(args.env_file)
         REDACTOR.add(*config.secrets())
         if log_to_file:
             setup_logging(config.log_dir, args.verbose, args.quiet, name=command)
-        return work(config)
+        if not per_mailbox:
+            return work(config)
+        from fund_mail.mailboxes import run_each
+
+        return run_each(config, lambda mailbox: _guarded(lambda: work(mailbox)))
+
+    return _guarded(load_and_run)
+
+
+def _guarded(action: Callable[[], int]) -> int:
+    """Shared error handling: every failure mode maps to its own exit code, secrets masked."""
+    try:
+        return action()
     except FundMailError as e:
         log.error("%s", e)
         return int(e.exit_code)
@@ -196,7 +213,7 @@ def deliver_after(
 def _status(config: Config) -> int:
     from fund_mail.admin.status import status_report
 
-    print(status_report(config))
+    print("\n\n".join(status_report(mailbox) for mailbox in config.mailbox_configs()))
     return int(ExitCode.OK)
 
 
@@ -211,7 +228,14 @@ def _check(args: argparse.Namespace) -> int:
         checks = [Check("configuration", False, str(e), int(e.exit_code))]
     else:
         REDACTOR.add(*config.secrets())
-        checks = run_checks(config)
+        configs = config.mailbox_configs()
+        checks = []
+        for mailbox in configs:
+            found = run_checks(mailbox)
+            if len(configs) > 1:
+                for check in found:
+                    check.name = f"{mailbox.email_id}: {check.name}"
+            checks += found
     print(REDACTOR.redact(render(checks)))
     return exit_code(checks)
 
@@ -227,7 +251,7 @@ def once_main(argv: list[str] | None = None) -> int:
     if args.check:
         return _check(args)
     if args.status:
-        return _run("fund_mail_once", args, _status, log_to_file=False)
+        return _run("fund_mail_once", args, _status, log_to_file=False, per_mailbox=False)
 
     def work(config: Config) -> int:
         from fund_mail.archive.rows import parse_datetime_arg

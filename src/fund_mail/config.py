@@ -6,17 +6,25 @@ Nothing on disk is created or changed here; a bad .env is reported whole, before
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fund_mail.errors import ConfigError
 
+ADDRESS_RE = re.compile(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+")
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-SECRET_KEYS = ("CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE")
+SECRET_KEYS = (
+    "CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE", "IMAP_PASSWORD",
+)  # fmt: skip
+SOURCES = ("graph", "imap")
+IMAP_TLS_MODES = ("ssl", "starttls")
+# The resource Exchange Online's IMAP accepts app-only tokens for (IMAP.AccessAsApp).
+IMAP_TOKEN_SCOPE = "https://outlook.office365.com/.default"
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,18 @@ class Config:
     sftp_known_hosts: str = ""
     sftp_timeout: float = 30.0
     source: str = ""
+    # SOURCE=imap reads the mailbox over IMAP instead of Graph (see fund_mail.imap).
+    mail_source: str = "graph"
+    imap_host: str = ""
+    imap_port: int = 993
+    imap_user: str = ""
+    imap_password: str = field(default="", repr=False)
+    imap_tls: str = "ssl"
+    imap_token_scope: str = IMAP_TOKEN_SCOPE
+    keep_mime: bool = False
+    # MAILBOXES=a@x,b@x: several mailboxes, each in DATA_DIR/<mailbox>/ (see mailbox_configs).
+    mailboxes: tuple[str, ...] = ()
+    max_parallel_mailboxes: int = 2
 
     @property
     def tz(self) -> ZoneInfo:
@@ -61,10 +81,29 @@ class Config:
     def upload_enabled(self) -> bool:
         return bool(self.sftp_host)
 
+    def mailbox_configs(self) -> list[Config]:
+        """One configuration per mailbox. A one-mailbox installation keeps today's layout."""
+        if len(self.mailboxes) <= 1:
+            return [self]
+        return [self.for_mailbox(address) for address in self.mailboxes]
+
+    def for_mailbox(self, address: str) -> Config:
+        """A mailbox of several: its own cursor, index, locks, audit state and DBs under
+        DATA_DIR/<mailbox>/, and SFTP_BASE_DIR/<mailbox>/ on the server."""
+        folder = address.lower()
+        return replace(
+            self,
+            email_id=address,
+            mailboxes=(address,),
+            data_dir=self.data_dir / folder,
+            sftp_base_dir=posixpath.join(self.sftp_base_dir, folder) if self.sftp_base_dir else "",
+            imap_user=address if self.mail_source == "imap" else self.imap_user,
+        )
+
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or an error message."""
         values = [self.client_secret, self.client_cert_password]
-        values += [self.sftp_password, self.sftp_key_passphrase]
+        values += [self.sftp_password, self.sftp_key_passphrase, self.imap_password]
         return [v for v in values if v]
 
 
@@ -164,6 +203,47 @@ def writable_dir_problem(key: str, raw: str) -> str | None:
     return None
 
 
+def _imap_settings(values: dict[str, str], problems: list[str]) -> dict:
+    """SOURCE and the IMAP_* keys, as Config fields."""
+    source = (values.get("SOURCE", "") or "graph").lower()
+    if source not in SOURCES:
+        problems.append(f"SOURCE={source!r} must be graph or imap")
+    tls = (values.get("IMAP_TLS", "") or "ssl").lower()
+    if tls not in IMAP_TLS_MODES:
+        problems.append(f"IMAP_TLS={tls!r} must be ssl (port 993) or starttls (port 143)")
+    host, user = values.get("IMAP_HOST", ""), values.get("IMAP_USER", "")
+    if source == "imap":
+        if not host:
+            problems.append("IMAP_HOST is missing: the IMAP server, e.g. outlook.office365.com")
+        if not user:
+            problems.append("IMAP_USER is missing: the mailbox to sign in as")
+    return {
+        "mail_source": source,
+        "imap_host": host,
+        "imap_port": _int(values, "IMAP_PORT", 993, 1, 65535, problems),
+        "imap_user": user,
+        "imap_password": values.get("IMAP_PASSWORD", ""),
+        "imap_tls": tls,
+        "imap_token_scope": values.get("IMAP_TOKEN_SCOPE", "") or IMAP_TOKEN_SCOPE,
+    }
+
+
+def _mailboxes(values: dict[str, str], problems: list[str]) -> tuple[str, ...]:
+    """MAILBOXES: comma-separated addresses, each once."""
+    found: dict[str, str] = {}
+    for address in (a.strip() for a in values.get("MAILBOXES", "").split(",")):
+        if not address:
+            continue
+        if not ADDRESS_RE.fullmatch(address):
+            problems.append(
+                f"MAILBOXES: {address!r} is not a mailbox address like fund@example.com"
+            )
+        elif address.lower() in found:
+            problems.append(f"MAILBOXES lists {address!r} twice")
+        found.setdefault(address.lower(), address)
+    return tuple(found.values())
+
+
 def config_from_values(values: dict[str, str], source: str = "") -> Config:
     problems: list[str] = []
 
@@ -173,13 +253,29 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
             problems.append(f"{key} is missing: {hint}")
         return value
 
+    mailboxes = _mailboxes(values, problems)
+    if mailboxes:
+        # EMAIL_ID (and IMAP_USER) name the first mailbox unless set; each run takes its own.
+        values = {**values, "EMAIL_ID": values.get("EMAIL_ID") or mailboxes[0]}
+        values["IMAP_USER"] = values.get("IMAP_USER") or mailboxes[0]
+        if len(mailboxes) > 1 and values.get("IMAP_PASSWORD"):
+            problems.append(
+                "IMAP_PASSWORD signs in one user, but MAILBOXES lists several: leave it empty "
+                "to sign in to each mailbox with XOAUTH2"
+            )
+    imap = _imap_settings(values, problems)
+    if imap["mail_source"] == "imap" and not values.get("EMAIL_ID"):
+        values = {**values, "EMAIL_ID": imap["imap_user"]}
+    # A password login to an IMAP server needs no app registration; everything else signs in.
+    needs_app = imap["mail_source"] == "graph" or not imap["imap_password"]
+    app_key = required if needs_app else (lambda key, _hint: values.get(key, ""))
     email_id = required("EMAIL_ID", "the mailbox to archive, e.g. fund@example.com")
-    if email_id and not re.fullmatch(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+", email_id):
+    if email_id and not ADDRESS_RE.fullmatch(email_id):
         problems.append(f"EMAIL_ID={email_id!r} is not a mailbox address like fund@example.com")
-    tenant_id = required("TENANT_ID", "the Entra tenant id (Overview page of the app registration)")
+    tenant_id = app_key("TENANT_ID", "the Entra tenant id (Overview page of the app registration)")
     if tenant_id and not re.fullmatch(r"[A-Za-z0-9.\-]+", tenant_id):
         problems.append(f"TENANT_ID={tenant_id!r} must be a GUID or a domain name")
-    client_id = required("CLIENT_ID", "the application (client) id of the app registration")
+    client_id = app_key("CLIENT_ID", "the application (client) id of the app registration")
     if client_id and not GUID_RE.match(client_id):
         problems.append(
             f"CLIENT_ID={client_id!r} is not a GUID like 00000000-0000-0000-0000-000000000000"
@@ -187,7 +283,7 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
 
     client_secret = values.get("CLIENT_SECRET", "")
     cert_path = values.get("CLIENT_CERT_PATH", "")
-    if not client_secret and not cert_path:
+    if needs_app and not client_secret and not cert_path:
         problems.append(
             "CLIENT_SECRET is missing: set it, or set CLIENT_CERT_PATH to a certificate"
         )
@@ -266,6 +362,10 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         sftp_known_hosts=values.get("SFTP_KNOWN_HOSTS", ""),
         sftp_timeout=_float(values, "SFTP_TIMEOUT", 30.0, 1, 3600, problems),
         source=source,
+        keep_mime=bool(_int(values, "KEEP_MIME", 0, 0, 1, problems)),
+        mailboxes=mailboxes,
+        max_parallel_mailboxes=_int(values, "MAX_PARALLEL_MAILBOXES", 2, 1, 16, problems),
+        **imap,
     )
     if problems:
         raise ConfigError(problems, source)

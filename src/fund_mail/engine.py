@@ -260,7 +260,7 @@ class Archiver:
     def _stage(self, state: _DayState, batch: list[dict]) -> _Staged:
         """Look up the batch's folders and queue its downloads; the rows wait for _write."""
         self.folders.lookup(m.get("parentFolderId") for m in batch)
-        plans = [attachments.plan(m) for m in batch]
+        plans = [attachments.plan(m, self.config.keep_mime) for m in batch]
         jobs = [job for plan in plans for job in plan.jobs]
         return _Staged(
             state,
@@ -500,6 +500,10 @@ def run_once(
 ) -> RunResult:
     """One incremental run: archive everything new since the cursor, exactly once; then the
     daily self-audit when it is due."""
+    if config.mail_source == "imap":
+        from fund_mail import engine_imap
+
+        return engine_imap.run_once(config, since)
     started = time.monotonic()
     run_time = now()
     with exclusive_index(config, "once", "fund_mail_once") as index:
@@ -565,6 +569,10 @@ def run_day(
     It never reads or moves the incremental cursor and has its own lock, so it can run while
     fund_mail_once runs on schedule. A day archived twice gets a second, complete DB.
     """
+    if config.mail_source == "imap":
+        from fund_mail import engine_imap
+
+        return engine_imap.run_day(config, day, on_page=on_page)
     started = time.monotonic()
     outcome = run_days(
         config,
@@ -822,36 +830,74 @@ def run_audit(
     client: GraphClient | None = None,
 ) -> AuditReport:
     """fund_mail_one_day --audit: each day in turn, under fund_mail_one_day's lock."""
+    if config.mail_source == "imap":
+        from fund_mail import engine_imap
+
+        return engine_imap.run_audit(
+            config, days, dry_run=dry_run, on_start=on_start, on_day=on_day, on_page=on_page
+        )
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         client = client or open_graph(config)
-
-        def audit_one(day: date) -> RunResult:
-            if on_start:
-                on_start(day)
-            try:
-                audit = audit_day(
-                    config, client, index, day, command="day", dry_run=dry_run, on_page=on_page
-                )
-            except Exception as e:
-                index.record_audit(day.isoformat(), "manual", AuditCounts(dry_run=dry_run), str(e))
-                raise
-            index.record_audit(day.isoformat(), "manual", audit.counts)
-            report.audits.append(audit)
-            if on_day:
-                on_day(audit)
-            return audit.result
-
-        report = AuditReport()
-        outcome = run_range(days, audit_one, lambda day, result: "")
-        report.failed, report.total = outcome.failed, outcome.total
+        report = audit_range(
+            index,
+            days,
+            lambda day: audit_day(
+                config, client, index, day, command="day", dry_run=dry_run, on_page=on_page
+            ),
+            dry_run=dry_run,
+            on_start=on_start,
+            on_day=on_day,
+        )
         report.total.requests = client.requests_made
         return report
 
 
+def audit_range(
+    index: ArchiveIndex,
+    days: list[date],
+    audit: Callable[[date], DayAudit],
+    *,
+    dry_run: bool,
+    on_start: Callable[[date], None] | None = None,
+    on_day: Callable[[DayAudit], None] | None = None,
+) -> AuditReport:
+    """Audit each day with `audit` (Graph or IMAP), recording each outcome in the index."""
+    report = AuditReport()
+
+    def audit_one(day: date) -> RunResult:
+        if on_start:
+            on_start(day)
+        try:
+            done = audit(day)
+        except Exception as e:
+            index.record_audit(day.isoformat(), "manual", AuditCounts(dry_run=dry_run), str(e))
+            raise
+        index.record_audit(day.isoformat(), "manual", done.counts)
+        report.audits.append(done)
+        if on_day:
+            on_day(done)
+        return done.result
+
+    outcome = run_range(days, audit_one, lambda day, result: "")
+    report.failed, report.total = outcome.failed, outcome.total
+    return report
+
+
 def _self_audit(
-    config: Config, client: GraphClient, index: ArchiveIndex, now_local: datetime, floor: datetime
+    config: Config,
+    client: GraphClient | None,
+    index: ArchiveIndex,
+    now_local: datetime,
+    floor: datetime,
+    audit: Callable[[date], DayAudit] | None = None,
 ) -> None:
-    """The daily self-audit inside fund_mail_once: never fails the incremental run."""
+    """The daily self-audit inside fund_mail_once: never fails the incremental run.
+    audit: how one day is audited (the IMAP source passes its own); Graph's by default."""
+    if audit is None:
+
+        def audit(day: date) -> DayAudit:
+            return audit_day(config, client, index, day, command="once", not_before=floor)
+
     days = self_audit_days(now_local, config.audit_at, config.audit_days, floor)
     if not days:
         return
@@ -860,14 +906,14 @@ def _self_audit(
     at = graph_time(now_local)
     for day in [d for d in days if d.isoformat() not in done]:
         try:
-            audit = audit_day(config, client, index, day, command="once", not_before=floor)
+            audited = audit(day)
         except Exception as e:  # noqa: BLE001 - the audit is retried by the next run
             log.warning("Self-audit of %s failed (retried on the next run): %s", day, e)
             error = REDACTOR.redact(str(e)) or type(e).__name__
             index.record_audit(day.isoformat(), "self", AuditCounts(), error, at=at)
             continue
-        index.record_audit(day.isoformat(), "self", audit.counts, at=at)
-        log.info("Self-audit %s", audit.line())
+        index.record_audit(day.isoformat(), "self", audited.counts, at=at)
+        log.info("Self-audit %s", audited.line())
 
 
 # -- delivery and history --------------------------------------------------------------------

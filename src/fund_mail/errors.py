@@ -20,6 +20,24 @@ class ExitCode(IntEnum):
     INCOMPLETE = 7  # a check found the archive incomplete or altered (audit --dry-run, --verify)
 
 
+# From harmless to worst: a run over several mailboxes exits with its worst mailbox's code.
+# LOCKED means another run is doing the work; a refused configuration or state needs a person.
+SEVERITY = (
+    ExitCode.OK,
+    ExitCode.LOCKED,
+    ExitCode.RUN_FAILED,
+    ExitCode.INCOMPLETE,
+    ExitCode.ACCESS_DENIED,
+    ExitCode.AUTH,
+    ExitCode.STATE_CORRUPT,
+    ExitCode.CONFIG,
+)
+
+
+def worst(codes: list[int]) -> ExitCode:
+    return max((ExitCode(c) for c in codes), key=SEVERITY.index, default=ExitCode.OK)
+
+
 class FundMailError(Exception):
     """Base class: an error whose message is safe to show the operator as it is."""
 

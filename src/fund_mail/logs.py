@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import logging.handlers
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -43,6 +45,34 @@ class RedactSecrets(logging.Filter):
 
 REDACTOR = RedactSecrets()
 
+_current = threading.local()
+
+
+@contextmanager
+def mailbox_label(address: str) -> Iterator[None]:
+    """While several mailboxes run side by side, each thread's lines name its mailbox."""
+    _current.mailbox = address
+    try:
+        yield
+    finally:
+        _current.mailbox = ""
+
+
+def label(text: str) -> str:
+    mailbox = getattr(_current, "mailbox", "")
+    return f"[{mailbox}] {text}" if mailbox else text
+
+
+class MailboxLabel(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(_current, "mailbox", ""):
+            record.msg = label(record.getMessage())
+            record.args = None
+        return True
+
+
+MAILBOX_LABEL = MailboxLabel()
+
 
 def setup_logging(
     log_dir: Path | None, verbose: bool = False, quiet: bool = False, name: str = "fund_mail"
@@ -57,6 +87,7 @@ def setup_logging(
     console = logging.StreamHandler()
     console.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    console.addFilter(MAILBOX_LABEL)
     console.addFilter(REDACTOR)
     root.addHandler(console)
     if log_dir is not None:
@@ -66,5 +97,6 @@ def setup_logging(
         )
         file_handler.setLevel(logging.DEBUG)
         file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        file_handler.addFilter(MAILBOX_LABEL)
         file_handler.addFilter(REDACTOR)
         root.addHandler(file_handler)

@@ -46,6 +46,32 @@ def run_checks(config: Config) -> list[Check]:
         )
 
     checks.append(_step("local archive folder", data_dir))
+    if config.mail_source == "imap":
+        checks.append(_step("IMAP sign-in and folders", lambda: _imap(config)))
+    else:
+        checks += _graph_checks(config)
+    if config.upload_enabled:
+        checks.append(_step("SFTP server, host key and write access", lambda: _sftp(config)))
+    else:
+        checks.append(Check("SFTP delivery", True, "off (HOST is empty): archives stay local"))
+    return checks
+
+
+def _imap(config: Config) -> str:
+    from fund_mail.imap.client import ImapMailbox
+
+    how = "password" if config.imap_password else "XOAUTH2 (app token)"
+    with ImapMailbox(config) as mailbox:
+        folders = mailbox.folders()
+    sent = next((f.path for f in folders if f.is_sent), "none flagged \\Sent")
+    return (
+        f"signed in to {config.imap_host}:{config.imap_port} as {config.imap_user} with {how}; "
+        f"{len(folders)} folder(s), Sent: {sent}"
+    )
+
+
+def _graph_checks(config: Config) -> list[Check]:
+    checks: list[Check] = []
     signed_in: list[TokenProvider] = []
 
     def sign_in() -> str:
@@ -74,10 +100,6 @@ def run_checks(config: Config) -> list[Check]:
                 "mailbox access (Mail.Read)", False, "skipped: sign-in failed", int(ExitCode.AUTH)
             )
         )
-    if config.upload_enabled:
-        checks.append(_step("SFTP server, host key and write access", lambda: _sftp(config)))
-    else:
-        checks.append(Check("SFTP delivery", True, "off (HOST is empty): archives stay local"))
     return checks
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
-from fund_mail.archive.index import INDEX_NAME, audit_history
+from fund_mail.archive.index import INDEX_NAME, audit_history, imap_state
 from fund_mail.archive.rows import local_time, parse_graph_time
 from fund_mail.config import Config
 from fund_mail.errors import StateError
@@ -25,22 +25,42 @@ def _query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
-def status_report(config: Config) -> str:
-    lines = [f"fund_mail status for {config.email_id} (DATA_DIR {config.data_dir})"]
+def imap_lines(config: Config) -> list[str]:
+    """SOURCE=imap keeps no cursor file: its state is per folder, in the index."""
+    floor, folders = imap_state(config.data_dir)
+    if floor is None:
+        return [
+            f"  IMAP {config.imap_user}@{config.imap_host}: no baseline yet "
+            "(the first run records it)"
+        ]
+    lines = [
+        f"  IMAP {config.imap_user}@{config.imap_host}: baseline {_local(floor, config)}, "
+        f"{len(folders)} folder(s)"
+    ]
+    for folder, uidvalidity, last_uid, updated in folders:
+        lines.append(
+            f"    {folder}: UIDVALIDITY {uidvalidity}, UID {last_uid} read, {_local(updated, config)}"
+        )
+    return lines
+
+
+def cursor_lines(config: Config) -> list[str]:
     try:
         cursor = read_cursor(config.data_dir)
     except StateError as e:
-        cursor = None
-        lines.append(f"  cursor:            UNREADABLE - {e}")
-    else:
-        if cursor is None:
-            lines.append("  cursor:            none yet (the first run records the baseline)")
-        else:
-            moment = cursor.last_fetch_time
-            lines.append(
-                f"  cursor:            {moment.strftime('%Y-%m-%d %H:%M:%S')} UTC = "
-                f"{local_time(moment, config.tz)} {config.timezone}"
-            )
+        return [f"  cursor:            UNREADABLE - {e}"]
+    if cursor is None:
+        return ["  cursor:            none yet (the first run records the baseline)"]
+    moment = cursor.last_fetch_time
+    return [
+        f"  cursor:            {moment.strftime('%Y-%m-%d %H:%M:%S')} UTC = "
+        f"{local_time(moment, config.tz)} {config.timezone}"
+    ]
+
+
+def status_report(config: Config) -> str:
+    lines = [f"fund_mail status for {config.email_id} (DATA_DIR {config.data_dir})"]
+    lines += imap_lines(config) if config.mail_source == "imap" else cursor_lines(config)
     index = config.data_dir / INDEX_NAME
     if not index.exists():
         lines.append("  runs:              none recorded yet")

@@ -67,6 +67,21 @@ CREATE TABLE IF NOT EXISTS finished_days (
     finished_at TEXT NOT NULL,
     PRIMARY KEY (range_key, day)
 );
+CREATE TABLE IF NOT EXISTS imap_folders (
+    folder TEXT PRIMARY KEY,
+    uidvalidity INTEGER NOT NULL,
+    last_uid INTEGER NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS imap_baseline (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    floor_utc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fingerprints (
+    fingerprint TEXT PRIMARY KEY,
+    email_id TEXT NOT NULL,
+    db_file TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     command TEXT NOT NULL,
@@ -137,6 +152,25 @@ def audit_history(data_dir: Path, days: Iterable[str]) -> dict[str, AuditRecord]
         return latest
     except sqlite3.OperationalError:
         return {}  # an index written before audits existed
+    finally:
+        conn.close()
+
+
+def imap_state(data_dir: Path) -> tuple[str | None, list[tuple[str, int, int, str]]]:
+    """The IMAP baseline time and each folder's (folder, UIDVALIDITY, last UID, updated at),
+    read-only; (None, []) before the first IMAP run."""
+    path = data_dir / INDEX_NAME
+    if not path.exists():
+        return None, []
+    conn = read_only(path)
+    try:
+        floor = conn.execute("SELECT floor_utc FROM imap_baseline").fetchone()
+        folders = conn.execute(
+            "SELECT folder, uidvalidity, last_uid, updated_at FROM imap_folders ORDER BY folder"
+        ).fetchall()
+        return (floor[0] if floor else None), folders
+    except sqlite3.OperationalError:
+        return None, []  # an index written before the IMAP source existed
     finally:
         conn.close()
 
@@ -233,15 +267,47 @@ class ArchiveIndex:
 
     @staticmethod
     def _known(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        return ArchiveIndex._present(conn, "archived", "email_id", ids)
+
+    @staticmethod
+    def _present(conn: sqlite3.Connection, table: str, column: str, values: list[str]) -> set[str]:
         known: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        for start in range(0, len(values), 500):
+            chunk = values[start : start + 500]
             rows = conn.execute(
-                f"SELECT email_id FROM archived WHERE email_id IN ({','.join('?' * len(chunk))})",
+                f"SELECT {column} FROM {table} WHERE {column} IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
             known.update(r[0] for r in rows)
         return known
+
+    def known_fingerprints(self, fingerprints: Iterable[str]) -> set[str]:
+        """Which message fingerprints (IMAP: Message-ID + date + size) are archived already."""
+        return self._present(self._conn, "fingerprints", "fingerprint", list(fingerprints))
+
+    # -- IMAP folder state -----------------------------------------------------------------
+    def imap_folder_states(self) -> dict[str, tuple[int, int]]:
+        """folder -> (UIDVALIDITY, highest UID read) as of the last finished run."""
+        rows = self._conn.execute("SELECT folder, uidvalidity, last_uid FROM imap_folders")
+        return {folder: (uidvalidity, last_uid) for folder, uidvalidity, last_uid in rows}
+
+    def set_imap_folder_states(self, states: dict[str, tuple[int, int]]) -> None:
+        now = utc_now_text()
+        with self.transaction() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO imap_folders VALUES (?, ?, ?, ?)",
+                [(f, validity, uid, now) for f, (validity, uid) in states.items()],
+            )
+
+    def imap_floor(self) -> str | None:
+        """When the IMAP baseline was taken: mail that arrived before it is not archived."""
+        row = self._conn.execute("SELECT floor_utc FROM imap_baseline").fetchone()
+        return row[0] if row else None
+
+    def record_imap_baseline(self, floor_utc: str, states: dict[str, tuple[int, int]]) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO imap_baseline VALUES (1, ?)", (floor_utc,))
+        self.set_imap_folder_states(states)
 
     def has_archived(self) -> bool:
         """Whether fund_mail_once has a baseline or archived anything (backfills do not count)."""
@@ -284,6 +350,7 @@ class ArchiveIndex:
         archived: list[tuple[str, str]],
         source: str | None = None,
         exclusive: bool = True,
+        fingerprints: list[tuple[str, str]] = (),
     ) -> Published | None:
         """Give a finished temporary DB its final name, recording it (and its ids) first.
 
@@ -292,7 +359,8 @@ class ArchiveIndex:
         exclusive: ids that another command archived since this run checked are taken out of
         the DB first, under the index's write lock, so that no id ends up in two DBs; None when
         nothing is left. A backfill is not exclusive: it writes whole days on request, and the
-        first DB stays the id's record.
+        first DB stays the id's record. fingerprints: (fingerprint, email_id) of the IMAP source,
+        recorded with the ids.
         """
         with self.transaction() as conn:
             dropped = (0, 0)
@@ -320,6 +388,11 @@ class ArchiveIndex:
                 f"INSERT {'' if exclusive else 'OR IGNORE '}INTO archived "
                 "(email_id, received_utc, db_file, archived_at, command) VALUES (?, ?, ?, ?, ?)",
                 [(i, r, relative, now, source or command) for i, r in archived],
+            )
+            kept = {i for i, _ in archived}
+            conn.executemany(
+                "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
+                [(f, i, relative) for f, i in fingerprints if i in kept],
             )
             conn.execute(
                 "INSERT INTO publishing VALUES (?, ?, ?)",
@@ -368,6 +441,7 @@ class ArchiveIndex:
                 )
                 with self.transaction() as conn:
                     conn.execute("DELETE FROM archived WHERE db_file = ?", (relative,))
+                    conn.execute("DELETE FROM fingerprints WHERE db_file = ?", (relative,))
                     conn.execute("DELETE FROM outbox WHERE db_path = ?", (relative,))
                     conn.execute("DELETE FROM publishing WHERE final_path = ?", (relative,))
         # Temporary DBs (and their journals) of runs killed before they recorded anything.

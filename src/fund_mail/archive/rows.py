@@ -13,6 +13,11 @@ FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
 ITEM_ATTACHMENT = "#microsoft.graph.itemAttachment"
 REFERENCE_ATTACHMENT = "#microsoft.graph.referenceAttachment"
 
+# KEEP_MIME: the message's original MIME is kept as one more fund_mail_attach row, marked by
+# this org_file_name, under a phy_file_name derived like an attachment's from this id.
+SOURCE_MESSAGE_NAME = "(original message).eml"
+SOURCE_MESSAGE_ID = "(original message)"
+
 WINDOWS_RESERVED = {
     "CON", "PRN", "AUX", "NUL",
     *(f"COM{i}" for i in range(1, 10)),
@@ -147,3 +152,8 @@ def parse_datetime_arg(value: str, tz: ZoneInfo) -> datetime:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(UTC)
+
+
+def source_message_file_name(email_id: str) -> str:
+    """The phy_file_name of a message's original MIME (KEEP_MIME=1), always `<hash>.eml`."""
+    return phy_file_name(email_id, SOURCE_MESSAGE_ID, SOURCE_MESSAGE_NAME, ITEM_ATTACHMENT)

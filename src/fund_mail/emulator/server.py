@@ -93,6 +93,8 @@ class RequestRecord:
     retry_after: str | None = None
     in_flight: int = 0
     fault: str = ""
+    mailbox: str = ""  # the /users/{address} segment, lower-cased
+    mailbox_in_flight: int = 0
     work: float = 0.0  # seconds the emulator spent before its answer was ready
 
 
@@ -116,6 +118,10 @@ class GraphEmulator:
     ) -> None:
         self.registration = Registration()
         self.mailbox = Mailbox(mailbox_address)
+        # Graph serves every mailbox of the tenant at /users/{address}; add_mailbox adds more.
+        self.mailboxes: dict[str, Mailbox] = {mailbox_address.lower(): self.mailbox}
+        # Mailboxes outside the app's ApplicationAccessPolicy / RBAC scope: 403 ErrorAccessDenied.
+        self.denied_mailboxes: set[str] = set()
         self.token_lifetime = token_lifetime
         self.faults: list[Fault] = []
         self.changes: list[MailboxChange] = []
@@ -129,6 +135,9 @@ class GraphEmulator:
         self._lock = threading.Lock()
         self._in_flight = 0
         self.max_in_flight = 0
+        # The concurrency limit is Graph's per app and mailbox, so in-flight counts are too.
+        self._in_flight_by_mailbox: dict[str, int] = {}
+        self.max_in_flight_by_mailbox: dict[str, int] = {}
         self._tmp = None if tls_dir else tempfile.TemporaryDirectory(prefix="fm-emulator-")
         self.tls: TlsFiles = make_tls_files(tls_dir or Path(self._tmp.name))
         self._server: ThreadingHTTPServer | None = None
@@ -195,6 +204,11 @@ class GraphEmulator:
             change.action(self.mailbox)
             change.fired.set()
 
+    def add_mailbox(self, address: str) -> Mailbox:
+        """Another mailbox in the tenant, served at /users/{address} like the first."""
+        with self._lock:
+            return self.mailboxes.setdefault(address.lower(), Mailbox(address))
+
     def clear_faults(self) -> None:
         with self._lock:
             self.faults.clear()
@@ -225,6 +239,7 @@ class GraphEmulator:
         with self._lock:
             self.log.clear()
             self.max_in_flight = 0
+            self.max_in_flight_by_mailbox.clear()
 
     def env_values(self, data_dir: Path, **overrides: str) -> dict[str, str]:
         """The .env keys that point fund_mail at this emulator."""
@@ -251,12 +266,18 @@ class GraphEmulator:
         return path
 
     # -- used by the handler ---------------------------------------------------------------
-    def _begin(self, method: str, path: str, query: dict, target: str) -> RequestRecord:
+    def _begin(
+        self, method: str, path: str, query: dict, target: str, mailbox: str = ""
+    ) -> RequestRecord:
         with self._lock:
             counted = target not in ("token", "discovery")
             if counted:
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
+                busy = self._in_flight_by_mailbox.get(mailbox, 0) + 1
+                self._in_flight_by_mailbox[mailbox] = busy
+                most = self.max_in_flight_by_mailbox.get(mailbox, 0)
+                self.max_in_flight_by_mailbox[mailbox] = max(most, busy)
             record = RequestRecord(
                 len(self.log) + 1,
                 method,
@@ -265,6 +286,8 @@ class GraphEmulator:
                 target,
                 time.monotonic(),
                 in_flight=self._in_flight if counted else 0,
+                mailbox=mailbox,
+                mailbox_in_flight=self._in_flight_by_mailbox.get(mailbox, 0) if counted else 0,
             )
             self.log.append(record)
             return record
@@ -277,6 +300,7 @@ class GraphEmulator:
                 return
             if record.target not in ("token", "discovery"):
                 self._in_flight -= 1
+                self._in_flight_by_mailbox[record.mailbox] -= 1
             record.finished = time.monotonic()
             record.status = status
             record.retry_after = retry_after
@@ -367,7 +391,10 @@ class _Handler(BaseHTTPRequestHandler):
         target = _classify(segments)
         # Read the body first, so that an early answer (a fault) leaves the connection in sync.
         self._body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        record = self.emulator._begin(method, split.path, query, target)
+        mailbox = (
+            segments[2].lower() if segments[:2] == ["v1.0", "users"] and len(segments) > 2 else ""
+        )
+        record = self.emulator._begin(method, split.path, query, target, mailbox)
         self._record, self._status, self._retry_after = record, 0, None
         self._respond_at = record.started + self.emulator.latency
         try:
@@ -381,7 +408,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return
             if (
                 target not in ("token", "discovery")
-                and record.in_flight > self.emulator.concurrency_limit
+                and record.mailbox_in_flight > self.emulator.concurrency_limit
             ):
                 self._error(
                     429,
@@ -536,11 +563,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "Lifetime validation failed, the token is expired.",
             )
         del registration
-        if segments[2].lower() != self.emulator.mailbox.address.lower():
+        mailbox = self.emulator.mailboxes.get(segments[2].lower())
+        if mailbox is None:
             return self._error(
                 404, "ErrorInvalidUser", f"The requested user '{segments[2]}' is invalid."
             )
-        if self.emulator.deny_access:
+        if self.emulator.deny_access or segments[2].lower() in self.emulator.denied_mailboxes:
             return self._error(403, "ErrorAccessDenied", "Access to OData is disabled.")
         rest = segments[3:]
         prefer = self.headers.get("Prefer", "")
@@ -550,7 +578,12 @@ class _Handler(BaseHTTPRequestHandler):
         if immutable:
             applied.append('IdType="ImmutableId"')
         context = _Context(
-            self.emulator, immutable, body_type, query, {"Preference-Applied": ", ".join(applied)}
+            self.emulator,
+            immutable,
+            body_type,
+            query,
+            {"Preference-Applied": ", ".join(applied)},
+            mailbox,
         )
         if rest[0] == "messages":
             return self._messages_route(rest[1:], context, split)
@@ -651,7 +684,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _messages_route(
         self, rest: list[str], ctx: _Context, split, folder: Folder | None = None
     ) -> None:
-        mailbox = self.emulator.mailbox
+        mailbox = ctx.mailbox
         if not rest:
             return self._list_messages(ctx, split, folder)
         message = mailbox.find(rest[0])
@@ -735,7 +768,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ODataError(
                 400, "ErrorInvalidParameter", "The value of $top must be between 1 and 1000."
             )
-        mailbox = self.emulator.mailbox
+        mailbox = ctx.mailbox
         with mailbox.lock:
             chosen = [
                 m
@@ -773,7 +806,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- folders ---------------------------------------------------------------------------
     def _folders_route(self, rest: list[str], ctx: _Context, split) -> None:
-        mailbox = self.emulator.mailbox
+        mailbox = ctx.mailbox
         if not rest:
             return self._folder_list(mailbox.folder("msgfolderroot"), ctx)
         try:
@@ -798,7 +831,7 @@ class _Handler(BaseHTTPRequestHandler):
         return self._error(400, "BadRequest", "Unsupported folder request")
 
     def _folder_list(self, parent: Folder, ctx: _Context) -> None:
-        mailbox = self.emulator.mailbox
+        mailbox = ctx.mailbox
         children = [f for f in mailbox.folders.values() if f.parent_id == parent.id]
         top = int(ctx.query.get("$top", "10"))
         skip = int(ctx.query.get("$skip", "0"))
@@ -819,6 +852,7 @@ class _Context:
     body_type: str
     query: dict[str, str]
     headers: dict[str, str]
+    mailbox: Mailbox
 
 
 def _classify(segments: list[str]) -> str:

@@ -11,7 +11,14 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fund_mail.archive.rows import REFERENCE_ATTACHMENT, attachment_note, phy_file_name
+from fund_mail.archive.rows import (
+    REFERENCE_ATTACHMENT,
+    SOURCE_MESSAGE_ID,
+    SOURCE_MESSAGE_NAME,
+    attachment_note,
+    phy_file_name,
+    source_message_file_name,
+)
 from fund_mail.graph.client import GraphClient, NotDownloadable
 
 log = logging.getLogger(__name__)
@@ -47,8 +54,13 @@ class MessageAttachments:
         return self.notes + [job.note for job in self.jobs if job.note]
 
 
-def plan(message: dict) -> MessageAttachments:
+def plan(message: dict, keep_mime: bool = False) -> MessageAttachments:
     planned = MessageAttachments()
+    if keep_mime:
+        source = {"id": SOURCE_MESSAGE_ID, "name": SOURCE_MESSAGE_NAME}
+        planned.jobs.append(
+            AttachmentJob(message["id"], source, source_message_file_name(message["id"]))
+        )
     for attachment in message.get("attachments") or []:
         kind = attachment.get("@odata.type", "")
         if kind == REFERENCE_ATTACHMENT:
@@ -71,10 +83,14 @@ def start(client: GraphClient, jobs: list[AttachmentJob], attach_dir: Path) -> l
     finisher = client.finisher()
 
     def fetch(job: AttachmentJob) -> Future:
+        dest = attach_dir / job.phy_file_name
         try:
-            job.size, commit = client.fetch_attachment(
-                job.message_id, job.attachment["id"], attach_dir / job.phy_file_name
-            )
+            if job.attachment["id"] == SOURCE_MESSAGE_ID:
+                job.size, commit = client.fetch_message_mime(job.message_id, dest)
+            else:
+                job.size, commit = client.fetch_attachment(
+                    job.message_id, job.attachment["id"], dest
+                )
         except NotDownloadable:
             job.note = attachment_note(job.attachment)
             commit = _nothing

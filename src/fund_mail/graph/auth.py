@@ -83,8 +83,9 @@ def _sign_in_session(backoff: float) -> requests.Session:
 class TokenProvider:
     """Hands out bearer tokens; msal serves them from its in-memory cache until near expiry."""
 
-    def __init__(self, config: Config) -> None:
-        self.scope = f"{config.graph_url}/.default"
+    def __init__(self, config: Config, scope: str | None = None) -> None:
+        # Graph by default; the IMAP source asks the same app for an Exchange IMAP token.
+        self.scope = scope or f"{config.graph_url}/.default"
         host = urlparse(config.authority_host).hostname or ""
         self.authority = f"{config.authority_host}/{config.tenant_id}"
         self._lock = threading.Lock()

@@ -480,7 +480,20 @@ class GraphClient:
             f"{self.mailbox_url}/messages/{quote(message_id, safe='')}"
             f"/attachments/{quote(attachment_id, safe='')}/$value"
         )
+        return self._download(url, dest, f"attachment {attachment_id[-12:]}")
 
+    def download_message_mime(self, message_id: str, dest: Path) -> int:
+        """Stream the whole message as MIME (`/messages/{id}/$value`) into dest (KEEP_MIME)."""
+        size, commit = self.fetch_message_mime(message_id, dest)
+        commit()
+        return size
+
+    def fetch_message_mime(self, message_id: str, dest: Path) -> tuple[int, Callable[[], None]]:
+        """download_message_mime's bytes, committed by commit() (see fetch_attachment)."""
+        url = f"{self.mailbox_url}/messages/{quote(message_id, safe='')}/$value"
+        return self._download(url, dest, f"message {message_id[-12:]}")
+
+    def _download(self, url: str, dest: Path, what: str) -> tuple[int, Callable[[], None]]:
         def action(out) -> int:
             out.seek(0)
             out.truncate()  # a retried download starts over
@@ -503,7 +516,7 @@ class GraphClient:
         writer = atomic_writer(dest)
         out = writer.__enter__()
         try:
-            size = self._with_body_retries(lambda: action(out), f"attachment {attachment_id[-12:]}")
+            size = self._with_body_retries(lambda: action(out), what)
         except BaseException:
             writer.__exit__(*sys.exc_info())
             raise
