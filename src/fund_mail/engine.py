@@ -569,10 +569,6 @@ def run_day(
     It never reads or moves the incremental cursor and has its own lock, so it can run while
     fund_mail_once runs on schedule. A day archived twice gets a second, complete DB.
     """
-    if config.mail_source == "imap":
-        from fund_mail import engine_imap
-
-        return engine_imap.run_day(config, day, on_page=on_page)
     started = time.monotonic()
     outcome = run_days(
         config,
@@ -606,6 +602,15 @@ def run_days(
     resume: skip the days an earlier, unfinished run of the same range completed (the index
     records each finished day); a range that ends without a failed day forgets them.
     """
+    if config.mail_source == "imap":
+        # IMAP has no list pages to share: its days run one after another, as before.
+        from fund_mail import engine_imap
+
+        def imap_day(day: date) -> RunResult:
+            counted = (lambda count: on_page(count, day)) if on_page else None
+            return engine_imap.run_day(config, day, on_page=counted)
+
+        return settle_range(_attempts(days, imap_day), on_day)
     run_time = datetime.now(config.tz)
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         key = f"{days[0]}..{days[-1]}"
@@ -674,13 +679,6 @@ def run_range(
 ) -> RangeResult:
     """Run each day in turn under settle_range's policy."""
 
-    def attempts() -> Iterator[tuple[date, RunResult | Exception]]:
-        for day in days:
-            try:
-                yield day, run_one(day)
-            except Exception as e:  # noqa: BLE001 - settle_range decides
-                yield day, e
-
     lines: list[str] = []
 
     def done(day: date, result: RunResult) -> None:
@@ -688,9 +686,19 @@ def run_range(
         if after_day is not None:
             after_day(result)
 
-    outcome = settle_range(attempts(), done)
+    outcome = settle_range(_attempts(days, run_one), done)
     outcome.lines = lines
     return outcome
+
+
+def _attempts(
+    days: list[date], run_one: Callable[[date], RunResult]
+) -> Iterator[tuple[date, RunResult | Exception]]:
+    for day in days:
+        try:
+            yield day, run_one(day)
+        except Exception as e:  # noqa: BLE001 - settle_range decides
+            yield day, e
 
 
 def settle_range(
