@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import IO
 
 from fund_mail.errors import LockedError
+from fund_mail.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
 # .<name>.<pid>-<thread>.fmpart: the only shape of partial file this tool writes locally.
 PARTIAL_RE = re.compile(r"^\..+\.\d+-\d+\.fmpart$")
-REPLACE_ATTEMPTS = 6  # Windows refuses a rename onto a file another process holds open
-REPLACE_BACKOFF = 0.2
+# Windows refuses a rename onto a file another process holds open; a scan ends within seconds.
+RENAME_RETRY = RetryPolicy(attempts=6, backoff=0.1)
 
 
 def partial_path(dest: Path) -> Path:
@@ -83,18 +84,16 @@ def replace_into_place(partial: Path, dest: Path) -> None:
     writing the same attachment name) holds dest open. When dest already holds the same bytes
     it is kept; otherwise the rename is retried with a short backoff before it fails.
     """
-    for attempt in range(1, REPLACE_ATTEMPTS + 1):
+
+    def rename() -> None:
         try:
             os.replace(partial, dest)
-            return
         except PermissionError:
-            if same_content(partial, dest):
-                partial.unlink(missing_ok=True)
-                return
-            if attempt == REPLACE_ATTEMPTS:
+            if not same_content(partial, dest):
                 raise
-            log.info("%s is held open by another process; retrying the rename", dest.name)
-            time.sleep(REPLACE_BACKOFF * attempt)
+            partial.unlink(missing_ok=True)
+
+    RENAME_RETRY.call(rename, PermissionError, f"Renaming onto {dest.name} (held open?)")
 
 
 @contextmanager
