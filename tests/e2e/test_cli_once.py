@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import timedelta
 
@@ -14,7 +13,7 @@ import pytest
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock
 from fund_mail.emulator import file_attachment
-from tests.helpers import BIN, archived_ids, archived_rows, run_cli
+from tests.helpers import BIN, archived_ids, archived_rows, run_cli, wait_until
 
 
 def once(env_file, *args, **kw):
@@ -92,15 +91,17 @@ def test_two_runs_started_together_one_works_one_exits_3(env_file, graph, data_d
         graph.mailbox.add_message(
             now + timedelta(seconds=i), attachments=[file_attachment("f.bin", b"1" * 10)]
         )
-    graph.latency = (
-        0.3  # keep the first run busy (30 downloads, 4 at a time) while the second starts
-    )
+    # The first run's list request waits until the second run has come and gone.
+    hold = graph.add_fault("hold", target="list")
     command = [str(BIN / "fund_mail_once"), "--env-file", str(env_file)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    try:
+        wait_until(lambda: hold.fired, "the first run to reach its list request")
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        hold.release.set()
     first.communicate(timeout=120)
-    assert (first.returncode, second.returncode) == (0, 3)
+    assert (first.returncode, second.returncode) == (0, 3), second.stderr
     assert len(archived_ids(data_dir)) == 30
 
 
