@@ -62,7 +62,9 @@ def test_a_busy_sign_in_endpoint_is_retried(config, graph, monkeypatch):
     # msal replays a throttled answer for its Retry-After ("1" s here), so wait that out.
     graph.add_fault("throttle", target="token", times=1, retry_after="1")
     monkeypatch.setattr(
-        fund_mail.graph.auth, "TOKEN_ANSWERS", fund_mail.graph.auth.TOKEN_ANSWERS.with_backoff(1.1)
+        fund_mail.graph.auth,
+        "TOKEN_ANSWERS",
+        dataclasses.replace(fund_mail.graph.auth.TOKEN_ANSWERS, backoff=1.1),
     )
     assert TokenProvider(config).token()
     assert [r.status for r in graph.records("token")] == [429, 200]
@@ -75,7 +77,9 @@ def test_a_sign_in_endpoint_that_stays_down_is_a_run_failure_not_a_config_error(
     from fund_mail.errors import ExitCode, RunFailed
 
     monkeypatch.setattr(
-        fund_mail.graph.auth, "TOKEN_ANSWERS", fund_mail.graph.auth.TOKEN_ANSWERS.with_backoff(0.01)
+        fund_mail.graph.auth,
+        "TOKEN_ANSWERS",
+        dataclasses.replace(fund_mail.graph.auth.TOKEN_ANSWERS, backoff=0.01),
     )
     graph.add_fault("unavailable", target="token", times=None)
     with pytest.raises(RunFailed, match="temporarily unavailable") as caught:

@@ -18,7 +18,6 @@ from dotenv import dotenv_values
 from fund_mail.errors import ConfigError
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-SECRET_KEYS = ("CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from urllib3.util.retry import Retry
@@ -72,9 +72,6 @@ class RetryPolicy:
     def wait(self, retry: int) -> float:
         """Seconds to wait before retry number `retry` (1 is the first retry)."""
         return min(self.cap, self.backoff * self.multiplier ** (retry - 1))
-
-    def with_backoff(self, backoff: float) -> RetryPolicy:
-        return replace(self, backoff=backoff)
 
     def call(
         self,
