@@ -1,6 +1,7 @@
 """fund_mail_one_day's core: whole local days, independent of the incremental cursor."""
 
 import dataclasses
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -88,11 +89,16 @@ def test_one_day_leaves_the_cursor_alone(config, graph):
     graph.mailbox.add_message(at_kst(config, DAY, 9))
     run_once(config)
     state = (config.data_dir / "LAST_TIME.json").read_bytes()
-    graph.mailbox.add_message(at_kst(config, DAY, 10))
-    assert run_day(config, DAY).messages == 2
+    new = graph.mailbox.add_message(at_kst(config, DAY, 10))
+    run_day(config, DAY)
     assert (config.data_dir / "LAST_TIME.json").read_bytes() == state
-    # fund_mail_once still archives the new message itself.
-    assert run_once(config).messages == 1
+    # fund_mail_once moves past the new message without archiving it a second time.
+    assert run_once(config).messages == 0
+    assert (
+        json.loads((config.data_dir / "LAST_TIME.json").read_text())["last_email_id"]
+        == new.immutable_id
+    )
+    assert [r["email_id"] for r in archived_rows(config.data_dir)].count(new.immutable_id) == 1
 
 
 def test_a_failing_day_raises_and_leaves_nothing(config, graph):
