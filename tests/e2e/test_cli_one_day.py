@@ -102,7 +102,7 @@ def test_one_day_and_once_at_the_same_time(env_file, graph, data_dir):
     fresh_ids = {m.immutable_id for m in fresh}
     # The day's DB holds the whole day. fund_mail_once leaves out whatever the day's DB
     # recorded first, so no message is in two DBs because of the race (it may have none).
-    day_db = next(p for p in data_dir.glob("*/fm_*.db") if p.name in day.stdout)
+    day_db = next(p for p in data_dir.glob("*/fm_*.db") if p.name in day_run.stdout)
     day_ids = [r["email_id"] for r in rows if r["_db"] == day_db]
     once_ids = [r["email_id"] for r in rows if r["_db"] != day_db]
     assert fresh_ids <= set(day_ids) | set(once_ids)
