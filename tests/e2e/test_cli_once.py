@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -13,7 +14,7 @@ import pytest
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock
 from fund_mail.emulator import file_attachment
-from tests.helpers import BIN, archived_ids, archived_rows, run_cli, wait_until
+from tests.helpers import BIN, archived_ids, archived_rows, run_cli
 
 
 def once(env_file, *args, **kw):
@@ -91,15 +92,21 @@ def test_two_runs_started_together_one_works_one_exits_3(env_file, graph, data_d
         graph.mailbox.add_message(
             now + timedelta(seconds=i), attachments=[file_attachment("f.bin", b"1" * 10)]
         )
-    # The first run's list request waits until the second run has come and gone.
-    hold = graph.add_fault("hold", target="list")
+    # The first run's list request is answered only after the second run has come and gone.
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(mailbox):
+        arrived.set()
+        release.wait(120)
+
+    graph.on_request(hold, target="list")
     command = [str(BIN / "fund_mail_once"), "--env-file", str(env_file)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: hold.fired, "the first run to reach its list request")
+        assert arrived.wait(120), "the first run never reached its list request"
         second = subprocess.run(command, capture_output=True, text=True, timeout=60)
     finally:
-        hold.release.set()
+        release.set()
     first.communicate(timeout=120)
     assert (first.returncode, second.returncode) == (0, 3), second.stderr
     assert len(archived_ids(data_dir)) == 30

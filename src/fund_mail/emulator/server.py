@@ -50,14 +50,11 @@ DEFAULT_SECRET = "emulator-secret-Value~0123456789"
 class Fault:
     """One programmed failure. target: list, attachment, message, folder, token or any."""
 
-    kind: str  # throttle | unavailable | gateway_timeout | reset | slow | hold | expire_token
+    kind: str  # throttle | unavailable | gateway_timeout | reset | slow | expire_token
     target: str = "any"
     times: int | None = 1  # None: every matching request, forever
     retry_after: str | None = None
-    delay: float = 0.0  # slow: seconds before the answer; hold: the most it waits for release
-    # hold: the answer waits until the test sets this, so a test can act while a run is
-    # certainly in the middle of a request, without guessing a time.
-    release: threading.Event = field(default_factory=threading.Event)
+    delay: float = 0.0
     path_contains: str = ""
     query_contains: str = ""  # matched against the decoded query string
     fired: int = 0
@@ -391,9 +388,6 @@ class _Handler(BaseHTTPRequestHandler):
         """Act out a fault; True when the response has been sent (or the connection dropped)."""
         if fault.kind == "slow":
             time.sleep(fault.delay)
-            return False
-        if fault.kind == "hold":
-            fault.release.wait(fault.delay or 60)
             return False
         if fault.kind == "expire_token":
             self.emulator.expire_tokens()
