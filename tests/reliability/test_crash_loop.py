@@ -51,7 +51,9 @@ def random_moment(rng, graph, sftp_server, added_files: int, added_bytes: int):
 
 
 def test_sigkill_loop_loses_and_duplicates_nothing(graph, sftp_server, data_dir, tmp_path, now):
-    values = graph.env_values(data_dir, RETRY_BACKOFF="0.01")
+    # A small PUBLISH_EVERY makes a run after a few kills a catch-up that publishes in chunks,
+    # so the kill between two chunks (chunk-published) is reached too.
+    values = graph.env_values(data_dir, RETRY_BACKOFF="0.01", PUBLISH_EVERY="5")
     values.update(sftp_server.env(tmp_path / "known_hosts"))
     env_file = tmp_path / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
