@@ -17,7 +17,7 @@ from tests.sftp_servers import AsyncSftpServer
 pytest_plugins = ["pytester"]  # tests/test_ci_skips.py runs small pytest sessions
 
 # In CI (CI=true) a skipped test fails the run, unless it is listed here with the reason it
-# cannot run there. Everything else a test needs (sshd, pypff, the PST fixtures, the
+# cannot run there. Everything else a test needs (sshd, readpst, pypff, the PST fixtures, the
 # built executables) CI installs or builds, so a skip would hide a broken build.
 ALLOWED_SKIPS_IN_CI = {
     "tests/test_config.py::test_unwritable_data_dir": "needs a non-root user: CI runs as root, "

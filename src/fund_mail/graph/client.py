@@ -10,7 +10,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
@@ -20,6 +20,7 @@ from requests.adapters import HTTPAdapter
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import atomic_writer
+from fund_mail.archive.rows import parse_graph_time
 from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
@@ -56,9 +57,7 @@ def read_ahead(pages: Iterator[T]) -> Iterator[T]:
 
 def _received_or_none(message: dict) -> datetime | None:
     try:
-        return datetime.strptime(
-            str(message.get("receivedDateTime")), "%Y-%m-%dT%H:%M:%SZ"
-        ).replace(tzinfo=UTC)
+        return parse_graph_time(str(message.get("receivedDateTime")))
     except ValueError:
         return None  # a malformed date cannot bound the next page; the message is still listed
 
