@@ -17,6 +17,7 @@ import math
 import os
 import random
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,12 +30,15 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from fund_mail.archive.rows import SOURCE_MESSAGE_NAME
 from fund_mail.emulator import GraphEmulator, file_attachment
+from fund_mail.emulator.mailbox import REFERENCE, Message
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MB = 1024 * 1024
 SIGN_IN = ("discovery", "token")
+SCENARIOS = ("idle", "burst", "day", "audit", "big", "mime", "exe")
 
 
 @dataclass
@@ -128,6 +132,55 @@ def phases(run: Measured, records: list) -> dict[str, float]:
     }
 
 
+def archive_problems(data_dir: Path, expected: list[Message], keep_mime: bool = False) -> list[str]:
+    """How the archive under data_dir differs from the mail the measured run had to archive:
+    every expected message exactly once, an attachment row per attachment (plus, with
+    KEEP_MIME, one original-MIME row per message), and each row's file on disk with its size.
+    Empty when they match."""
+    ids: Counter = Counter()
+    attachments: list[tuple[str, str, int]] = []
+    originals = 0
+    for db in sorted(data_dir.glob("*/fm_*.db")):
+        with sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True) as conn:
+            ids.update(row[0] for row in conn.execute("SELECT email_id FROM fund_mail"))
+            for folder, name, size, original in conn.execute(
+                "SELECT save_folder, phy_file_name, file_size, org_file_name = ? "
+                "FROM fund_mail_attach",
+                (SOURCE_MESSAGE_NAME,),
+            ):
+                if original:
+                    originals += 1
+                    if not (data_dir / folder / name).is_file():
+                        attachments.append((folder, name, size))  # reported as missing below
+                else:
+                    attachments.append((folder, name, size))
+    wanted = Counter(m.immutable_id for m in expected)
+    files = [a for m in expected for a in m.attachments if a.kind != REFERENCE]
+    problems = []
+    if ids != wanted:
+        problems.append(
+            f"{sum(ids.values())} rows for {len(ids)} email_ids, expected {len(wanted)} messages "
+            f"once each: missing {len(wanted - ids)}, unexpected or repeated {len(ids - wanted)}"
+        )
+    if len(attachments) != len(files):
+        problems.append(f"{len(attachments)} attachment rows, expected {len(files)}")
+    if originals != (len(expected) if keep_mime else 0):
+        problems.append(f"{originals} original-MIME rows with KEEP_MIME={int(keep_mime)}")
+    on_disk = {
+        p.relative_to(data_dir).as_posix(): p.stat().st_size
+        for p in data_dir.glob("*/attach/*")
+        if not keep_mime or p.suffix != ".eml"
+    }
+    if len(on_disk) != len({(folder, name) for folder, name, _ in attachments}):
+        problems.append(f"{len(on_disk)} attachment files on disk for {len(attachments)} rows")
+    wrong = [f"{f}/{n}" for f, n, size in attachments if on_disk.get(f"{f}/{n}") != size]
+    if wrong:
+        problems.append(f"{len(wrong)} attachment files missing or of the wrong size: {wrong[:3]}")
+    if sorted(size for *_, size in attachments) != sorted(a.value_length() for a in files):
+        problems.append("attachment sizes differ from the mailbox's")
+    return problems
+
+
 class Bench:
     def __init__(self, latency: float, exe: Path | None) -> None:
         self.latency = latency
@@ -152,13 +205,23 @@ class Bench:
         graph: GraphEmulator,
         command: list[str],
         cwd: Path,
-        messages: int,
+        expected: list[Message],
         downloads: int,
         targets,
+        keep_mime: bool = False,
     ) -> Outcome:
         graph.reset_log()
         graph.latency = self.latency
         run = run_measured(command, cwd)
+        graph.latency = 0
+        # A figure is only worth reporting for a run that archived what it was asked to.
+        problems = archive_problems(cwd / "data", expected, keep_mime)
+        if problems:
+            raise SystemExit(
+                f"{name}: the archive does not match the emulator's mailbox, so no figure is "
+                "reported:\n  " + "\n  ".join(problems)
+            )
+        messages = len(expected)
         records = graph.records()
         counts = Counter(r.target for r in records)
         payload = sum(p.stat().st_size for p in (cwd / "data").glob("*/attach/*"))
@@ -178,7 +241,6 @@ class Bench:
         )
         outcome.targets = [(label, check(outcome)) for label, check in targets]
         self.outcomes.append(outcome)
-        graph.latency = 0
         return outcome
 
     # -- scenarios -------------------------------------------------------------------------
@@ -192,7 +254,7 @@ class Bench:
                 graph,
                 once,
                 workdir,
-                0,
+                [],
                 0,
                 [
                     ("at most 3 HTTP requests", lambda o: o.graph_requests <= 3),
@@ -207,10 +269,11 @@ class Bench:
             now = datetime.now(UTC).replace(microsecond=0)
             downloads = 0
             with_files = set(rng.sample(range(1000), 300))
+            fresh = []
             for i in range(1000):
                 count = rng.randint(1, 3) if i in with_files else 0
                 downloads += count
-                graph.mailbox.add_message(
+                message = graph.mailbox.add_message(
                     now + timedelta(seconds=i % 60),
                     subject=f"burst {i}",
                     body_html="<p>" + "Fund report paragraph. " * 40 + "</p>",
@@ -219,12 +282,13 @@ class Bench:
                         for n in range(count)
                     ],
                 )
+                fresh.append(message)
             self.measure(
                 "1,000 new messages, 300 with 1-3 attachments",
                 graph,
                 once,
                 workdir,
-                1000,
+                fresh,
                 downloads,
                 [
                     ("no per-message requests", lambda o: o.requests["message"] == 0),
@@ -236,12 +300,14 @@ class Bench:
         with self._scenario("day") as (workdir, graph, env):
             seoul = ZoneInfo("Asia/Seoul")
             start = datetime(2025, 6, 30, 0, 0, 1, tzinfo=seoul)
-            for i in range(5000):
+            day_mail = [
                 graph.mailbox.add_message(
                     start + timedelta(seconds=i * 17),
                     subject=f"d{i}",
                     body_html="<p>" + "Daily mail. " * 40 + "</p>",
                 )
+                for i in range(5000)
+            ]
             command = [str(BIN / "fund_mail_one_day"), "--env-file", str(env), "--quiet"]
             run_measured(command + ["--date", "2025-06-29"], workdir)  # compiles the bytecode
             command += ["--date", date(2025, 6, 30).isoformat()]
@@ -250,7 +316,7 @@ class Bench:
                 graph,
                 command,
                 workdir,
-                5000,
+                day_mail,
                 0,
                 [
                     # Offset-free paging re-reads each page's boundary second: one page more.
@@ -267,7 +333,7 @@ class Bench:
                 once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
                 run_measured(once, workdir)
                 now = datetime.now(UTC).replace(microsecond=0)
-                for i in range(500):
+                messages = [
                     graph.mailbox.add_message(
                         now + timedelta(seconds=i % 60),
                         subject=f"mime {i}",
@@ -276,13 +342,15 @@ class Bench:
                         if i % 5 == 0
                         else [],
                     )
+                    for i in range(500)
+                ]
                 per_message = 500 if keep == "1" else 0
                 self.measure(
                     f"500 new messages, 100 with a file, KEEP_MIME={keep}",
                     graph,
                     once,
                     workdir,
-                    500,
+                    messages,
                     100 + per_message,
                     [
                         (
@@ -290,6 +358,7 @@ class Bench:
                             lambda o, n=per_message: o.requests["message"] == n,
                         ),
                     ],
+                    keep_mime=keep == "1",
                 )
 
     def audit(self) -> None:
@@ -297,12 +366,14 @@ class Bench:
         with self._scenario("audit") as (workdir, graph, env):
             seoul = ZoneInfo("Asia/Seoul")
             start = datetime(2025, 6, 30, 0, 0, 1, tzinfo=seoul)
-            for i in range(5000):
+            day_mail = [
                 graph.mailbox.add_message(
                     start + timedelta(seconds=i * 17),
                     subject=f"a{i}",
                     body_html="<p>" + "Daily mail. " * 40 + "</p>",
                 )
+                for i in range(5000)
+            ]
             day = [str(BIN / "fund_mail_one_day"), "--env-file", str(env), "--quiet"]
             run_measured(day + ["--date", "2025-06-30"], workdir)  # archives the day first
             command = day + ["--audit", "--date", "2025-06-30"]
@@ -311,7 +382,7 @@ class Bench:
                 graph,
                 command,
                 workdir,
-                5000,
+                day_mail,  # archived by the run before; the audit must leave it whole
                 0,
                 [
                     ("id pages only", lambda o: set(o.requests) <= {"list", *SIGN_IN}),
@@ -323,7 +394,7 @@ class Bench:
         with self._scenario("big") as (workdir, graph, env):
             once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
             run_measured(once, workdir)
-            graph.mailbox.add_message(
+            big = graph.mailbox.add_message(
                 datetime.now(UTC),
                 subject="150 MB",
                 attachments=[file_attachment("fund_data.zip", synthetic_size=150 * MB)],
@@ -333,7 +404,7 @@ class Bench:
                 graph,
                 once,
                 workdir,
-                1,
+                [big],
                 1,
                 [
                     ("peak RSS under 150 MB", lambda o: o.peak_rss < 150 * MB),
@@ -343,7 +414,7 @@ class Bench:
 
     def exe_idle(self) -> None:
         if self.exe is None:
-            return
+            return  # main() decided it may be left out, and said so
         with self._scenario("exe") as (workdir, graph, env):
             graph.mailbox.add_message(datetime.now(UTC) - timedelta(hours=1))
             command = [str(self.exe), "--env-file", str(env), "--quiet"]
@@ -353,7 +424,7 @@ class Bench:
                 graph,
                 command,
                 workdir,
-                0,
+                [],
                 0,
                 [
                     ("starts and finishes in under 2 s", lambda o: o.wall < 2.0),
@@ -407,25 +478,30 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
     parser.add_argument(
         "--only",
-        default="idle,burst,day,audit,big,mime,exe",
-        help="comma-separated scenarios: idle, burst, day, audit, big, mime, exe",
+        help="comma-separated scenarios: idle, burst, day, audit, big, mime, exe (default: all)",
     )
     parser.add_argument(
         "--exe",
         type=Path,
         default=ROOT / "dist" / "fund_mail_once",
-        help="the built executable for the exe scenario (skipped if missing)",
+        help="the built executable for the exe scenario (left out if missing, unless named "
+        "in --only or run in CI)",
     )
     args = parser.parse_args()
+    chosen = (args.only or ",".join(SCENARIOS)).split(",")
     exe = args.exe if args.exe.exists() else None
+    if "exe" in chosen and exe is None:
+        if args.only or os.environ.get("CI", "").lower() == "true":
+            print(
+                f"The exe scenario needs {args.exe}: build it with ./make_exe.sh", file=sys.stderr
+            )
+            return 1
+        print(f"(exe scenario left out: {args.exe} not built; run ./make_exe.sh)")
     bench = Bench(args.latency, exe)
-    chosen = args.only.split(",")
-    for name in ("idle", "burst", "day", "audit", "big", "mime", "exe"):
+    for name in SCENARIOS:
         if name in chosen:
             getattr(bench, "exe_idle" if name == "exe" else name)()
     print(bench.report())
-    if "exe" in chosen and exe is None:
-        print(f"\n(exe scenario skipped: {args.exe} not built; run ./make_exe.sh)")
     missed = [f"{o.name}: {label}" for o in bench.outcomes for label, ok in o.targets if not ok]
     if missed:
         print("\nMissed targets (exit code 1):\n  " + "\n  ".join(missed))

@@ -29,6 +29,7 @@ class Switches:
     no_posix_rename: bool = False
     bytes_written: int = 0
     drops: int = 0
+    connections: int = 0  # SSH connections accepted
     uploads_completed: list[str] = field(default_factory=list)
 
 
@@ -118,7 +119,7 @@ class AsyncSftpServer:
                 "127.0.0.1",
                 self.port,
                 server_host_keys=[self.host_key],
-                server_factory=lambda: _Auth(self.user, self.password),
+                server_factory=self._session,
                 sftp_factory=lambda chan: _Sftp(chan, self.root, self.switches),
                 allow_scp=False,
             )
@@ -126,6 +127,10 @@ class AsyncSftpServer:
         self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def _session(self) -> _Auth:
+        self.switches.connections += 1
+        return _Auth(self.user, self.password)
 
     def stop(self) -> None:
         """Close the listener and every session on the server's own loop (asyncio objects are

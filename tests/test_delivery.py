@@ -1,6 +1,8 @@
 """SFTP delivery against real servers on 127.0.0.1: asyncssh in-process and OpenSSH's sshd."""
 
 import dataclasses
+import socket
+import threading
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -9,6 +11,7 @@ import pytest
 
 from fund_mail.archive.index import ArchiveIndex
 from fund_mail.config import config_from_values
+from fund_mail.delivery import SFTP_CONNECT_ATTEMPTS
 from fund_mail.emulator import file_attachment
 from fund_mail.engine import deliver, run_once
 from fund_mail.errors import DeliveryError
@@ -89,6 +92,52 @@ def test_server_down_for_several_runs_then_back(sftp_config, sftp_server, graph,
     assert max(finals.values()) == 1, "every file arrived once"
     dbs = [p for p in sftp_server.switches.uploads_completed if p.endswith(".db")]
     assert dbs == sorted(dbs), "oldest first"
+
+
+class HangUp:
+    """A TCP port that accepts connections and closes them before the SSH banner."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+def test_a_connection_that_fails_is_tried_again_then_reported(sftp_config, graph, now):
+    archive_some(sftp_config, graph, now)
+    hang_up = HangUp()
+    try:
+        with pytest.raises(DeliveryError, match="SFTP connection to 127.0.0.1") as caught:
+            deliver(dataclasses.replace(sftp_config, sftp_port=hang_up.port))
+    finally:
+        hang_up.close()
+    assert hang_up.accepted == SFTP_CONNECT_ATTEMPTS
+    assert "1 DB(s) with 4 file(s) still queued" in str(caught.value)
+
+
+def test_a_refused_host_key_is_not_tried_again(sftp_config, sftp_server, graph, now, tmp_path):
+    archive_some(sftp_config, graph, now)
+    stranger = dataclasses.replace(
+        sftp_config, sftp_host_key="", sftp_known_hosts=str(tmp_path / "empty_known_hosts")
+    )
+    with pytest.raises(DeliveryError, match="is not known"):
+        deliver(stranger)
+    assert sftp_server.switches.connections == 1
 
 
 def test_connection_dropped_mid_upload(sftp_config, sftp_server, graph, now):

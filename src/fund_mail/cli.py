@@ -59,28 +59,30 @@ def once_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     _common(parser)
-    parser.add_argument(
+    # One mode per run: argparse refuses two of them with "argument X: not allowed with Y".
+    modes = parser.add_argument_group("modes (at most one)").add_mutually_exclusive_group()
+    modes.add_argument(
         "--since",
         metavar="DATETIME",
         help="archive everything received since then (e.g. 2025-06-30T09:00, in TIMEZONE "
         "unless it has an offset); mail already archived is skipped",
     )
-    parser.add_argument(
+    modes.add_argument(
         "--upload-only",
         action="store_true",
         help="deliver the queued archives to the SFTP server without fetching mail",
     )
-    parser.add_argument(
+    modes.add_argument(
         "--check",
         action="store_true",
         help="check .env, sign-in, mailbox access and SFTP; print a checklist; change nothing",
     )
-    parser.add_argument(
+    modes.add_argument(
         "--status",
         action="store_true",
         help="show the last run, the cursor, today's count, the upload queue and the last error",
     )
-    parser.add_argument(
+    modes.add_argument(
         "--print-task-xml",
         nargs="?",
         const="-",
@@ -88,16 +90,16 @@ def once_parser() -> argparse.ArgumentParser:
         help="print the Task Scheduler XML for the 5-minute task (or write it to PATH, in "
         "UTF-16 as schtasks wants) and the schtasks command that imports it",
     )
+    modes.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the real pipeline against the built-in Graph emulator",
+    )
     parser.add_argument(
         "--install-dir",
         default="c:\\fund_mail",
         metavar="FOLDER",
         help="with --print-task-xml: the folder holding fund_mail_once.exe (default c:\\fund_mail)",
-    )
-    parser.add_argument(
-        "--demo",
-        action="store_true",
-        help="run the real pipeline against the built-in Graph emulator",
     )
     return parser
 
@@ -237,7 +239,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def once_main(argv: list[str] | None = None) -> int:
-    args = once_parser().parse_args(argv)
+    parser = once_parser()
+    args = parser.parse_args(argv)
+    if args.upload_only and args.no_upload:
+        parser.error("argument --no-upload: not allowed with argument --upload-only")
     if args.demo:
         from fund_mail.admin.demo import run_demo
 

@@ -20,9 +20,6 @@ from fund_mail.errors import ConfigError
 
 ADDRESS_RE = re.compile(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+")
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-SECRET_KEYS = (
-    "CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE", "IMAP_PASSWORD",
-)  # fmt: skip
 SOURCES = ("graph", "imap")
 IMAP_TLS_MODES = ("ssl", "starttls")
 # The resource Exchange Online's IMAP accepts app-only tokens for (IMAP.AccessAsApp).

@@ -24,8 +24,18 @@ from fund_mail.archive.fsutil import RunLock
 from fund_mail.archive.index import ArchiveIndex
 from fund_mail.config import Config
 from fund_mail.errors import DeliveryError, LockedError
+from fund_mail.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+# A server that cannot be reached, or drops the connection before the SSH session is set up, is
+# tried again a few times in the run (backoff: RETRY_BACKOFF); the outbox keeps the rest for the
+# next run. A refused host key or login is never retried: trying again cannot fix it.
+SFTP_CONNECT_ATTEMPTS = 3
+
+
+class ServerUnreachable(DeliveryError):
+    """The SFTP server could not be reached, or the SSH session could not be set up."""
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -114,13 +124,22 @@ def _private_key(config: Config) -> paramiko.PKey:
 
 def connect(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     """Connect, verify the host key, then authenticate; raise DeliveryError with the fix."""
+    policy = RetryPolicy(attempts=SFTP_CONNECT_ATTEMPTS, backoff=config.retry_backoff)
+    return policy.call(
+        lambda: _connect_once(config),
+        ServerUnreachable,
+        f"SFTP connection to {config.sftp_host}:{config.sftp_port}",
+    )
+
+
+def _connect_once(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     where = f"{config.sftp_host}:{config.sftp_port}"
     try:
         sock = socket.create_connection(
             (config.sftp_host, config.sftp_port), timeout=config.sftp_timeout
         )
     except OSError as e:
-        raise DeliveryError(f"Cannot reach the SFTP server {where}: {e}") from e
+        raise ServerUnreachable(f"Cannot reach the SFTP server {where}: {e}") from e
     transport = paramiko.Transport(sock)
     transport.banner_timeout = transport.auth_timeout = config.sftp_timeout
     try:
@@ -148,7 +167,9 @@ def connect(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
         ) from e
     except (paramiko.SSHException, OSError, EOFError) as e:
         transport.close()
-        raise DeliveryError(f"SFTP connection to {where} failed: {type(e).__name__}: {e}") from e
+        raise ServerUnreachable(
+            f"SFTP connection to {where} failed: {type(e).__name__}: {e}"
+        ) from e
     except BaseException:
         transport.close()
         raise

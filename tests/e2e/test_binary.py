@@ -10,12 +10,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fund_mail.emulator import file_attachment, reference_attachment
-from tests.helpers import archived_rows
+from tests.helpers import archived_rows, in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [
-    *ROOT.glob("src/fund_mail/**/*.py"),
-    ROOT / "src/fund_mail/schema.sql",
+    *(p for p in ROOT.glob("src/fund_mail/**/*") if p.is_file() and "__pycache__" not in p.parts),
     ROOT / "pyproject.toml",
     ROOT / "uv.lock",
     ROOT / "make_exe.sh",
@@ -28,7 +27,11 @@ def _fresh(binary: Path) -> bool:
 
 @pytest.fixture(scope="session")
 def dist() -> Path:
-    """Build the executables unless dist/ already holds ones newer than every source."""
+    """Build the executables unless dist/ already holds ones newer than every source.
+
+    In CI, .ci/run builds them before the tests; missing or stale ones there mean the build
+    step is broken, and the tests fail instead of building around it.
+    """
     builds = [
         ("fund_mail_once", ["make_exe.sh"]),
         ("fund_mail_one_day", ["make_one_day.sh"]),
@@ -36,6 +39,11 @@ def dist() -> Path:
     ]
     for name, (script, *args) in builds:
         if not _fresh(ROOT / "dist" / name):
+            if in_ci():
+                pytest.fail(
+                    f"dist/{name} is missing or older than the sources: .ci/run must build it "
+                    f"with {' '.join([script, *args])} before the tests"
+                )
             subprocess.run(
                 ["bash", str(ROOT / script), *args],
                 cwd=ROOT,

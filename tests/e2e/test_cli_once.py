@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -92,15 +92,23 @@ def test_two_runs_started_together_one_works_one_exits_3(env_file, graph, data_d
         graph.mailbox.add_message(
             now + timedelta(seconds=i), attachments=[file_attachment("f.bin", b"1" * 10)]
         )
-    graph.latency = (
-        0.3  # keep the first run busy (30 downloads, 4 at a time) while the second starts
-    )
+    # The first run's list request is answered only after the second run has come and gone.
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(mailbox):
+        arrived.set()
+        release.wait(120)
+
+    graph.on_request(hold, target="list")
     command = [str(BIN / "fund_mail_once"), "--env-file", str(env_file)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    try:
+        assert arrived.wait(120), "the first run never reached its list request"
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        release.set()
     first.communicate(timeout=120)
-    assert (first.returncode, second.returncode) == (0, 3)
+    assert (first.returncode, second.returncode) == (0, 3), second.stderr
     assert len(archived_ids(data_dir)) == 30
 
 

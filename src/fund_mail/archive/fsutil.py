@@ -1,8 +1,8 @@
 """The file-system rules every writer shares: one atomic write, fsync, and one lock type.
 
 A file is written to a partial name beside its destination, fsynced, then renamed onto it, so
-the destination is either absent or complete. Partial names follow one pattern, so a sweep can
-remove exactly the partial files this tool left and nothing else.
+the destination is either absent or complete. A partial name starts with a dot and carries the
+writer's process and thread, so two writers of the same file never share one.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -19,32 +18,16 @@ from pathlib import Path
 from typing import IO
 
 from fund_mail.errors import LockedError
+from fund_mail.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-# .<name>.<pid>-<thread>.fmpart: the only shape of partial file this tool writes locally.
-PARTIAL_RE = re.compile(r"^\..+\.\d+-\d+\.fmpart$")
-REPLACE_ATTEMPTS = 6  # Windows refuses a rename onto a file another process holds open
-REPLACE_BACKOFF = 0.2
+# Windows refuses a rename onto a file another process holds open; a scan ends within seconds.
+RENAME_RETRY = RetryPolicy(attempts=6, backoff=0.1)
 
 
 def partial_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{os.getpid()}-{threading.get_ident()}.fmpart")
-
-
-def is_partial(name: str) -> bool:
-    return PARTIAL_RE.match(name) is not None
-
-
-def sweep_partials(folder: Path) -> int:
-    """Remove partial files that killed writers left in folder; returns how many."""
-    removed = 0
-    if folder.is_dir():
-        for leftover in folder.iterdir():
-            if leftover.is_file() and is_partial(leftover.name):
-                leftover.unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 def fsync_path(path: Path) -> None:
@@ -83,18 +66,16 @@ def replace_into_place(partial: Path, dest: Path) -> None:
     writing the same attachment name) holds dest open. When dest already holds the same bytes
     it is kept; otherwise the rename is retried with a short backoff before it fails.
     """
-    for attempt in range(1, REPLACE_ATTEMPTS + 1):
+
+    def rename() -> None:
         try:
             os.replace(partial, dest)
-            return
         except PermissionError:
-            if same_content(partial, dest):
-                partial.unlink(missing_ok=True)
-                return
-            if attempt == REPLACE_ATTEMPTS:
+            if not same_content(partial, dest):
                 raise
-            log.info("%s is held open by another process; retrying the rename", dest.name)
-            time.sleep(REPLACE_BACKOFF * attempt)
+            partial.unlink(missing_ok=True)
+
+    RENAME_RETRY.call(rename, PermissionError, f"Renaming onto {dest.name} (held open?)")
 
 
 @contextmanager
@@ -151,7 +132,7 @@ class RunLock:
         self._file = handle
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         if self._file is not None:
             _unlock(self._file)
             self._file.close()

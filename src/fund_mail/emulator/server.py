@@ -165,7 +165,7 @@ class GraphEmulator:
     def __enter__(self) -> GraphEmulator:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
 
     # -- test controls ---------------------------------------------------------------------

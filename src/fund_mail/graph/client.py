@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +17,6 @@ from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import atomic_writer
@@ -27,7 +25,7 @@ from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
 from fund_mail.graph.paging import NoProgress, PageQuery, PageSeen, Window, next_query
-from fund_mail.graph.retry import build_retry
+from fund_mail.graph.retry import CUT_OFF, graph_policy, retried_by_urllib3
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,6 @@ MESSAGE_FIELDS = (
 ATTACHMENT_EXPAND = "attachments($select=id,name,contentType,size,isInline)"
 ID_FIELDS = "id,receivedDateTime,isDraft"  # the audit's cheap listing: no body, no attachments
 CHUNK = 1024 * 1024
-BODY_RETRIES = 5  # a response cut off mid-body is retried whole this many times
 
 
 T = TypeVar("T")
@@ -102,17 +99,29 @@ class GraphClient:
             "Prefer": f'IdType="ImmutableId", outlook.body-content-type="{config.body_content_type}"',
             "Accept": "application/json",
         }
-        self.backoff = backoff
+        self.retry = graph_policy(backoff)
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._local = threading.local()
-        self.requests_made = 0
+        # Requests are sent from several threads (read-ahead, folders, downloads), and `+= 1`
+        # on a shared int is a read and a write that two threads can interleave.
+        self._count_lock = threading.Lock()
+        self._requests_made = 0
+
+    @property
+    def requests_made(self) -> int:
+        """Requests handed to the transport so far (urllib3's own retries not counted)."""
+        return self._requests_made
+
+    def _count_request(self) -> None:
+        with self._count_lock:
+            self._requests_made += 1
 
     # -- transport -------------------------------------------------------------------------
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(max_retries=build_retry(self.backoff), pool_maxsize=4)
+            adapter = HTTPAdapter(max_retries=self.retry.http_retry(), pool_maxsize=4)
             session.mount("https://", adapter)
             session.headers.update(self.headers)
             self._local.session = session
@@ -132,7 +141,7 @@ class GraphClient:
             )
         for attempt in (1, 2):
             token = self.tokens.token(force_refresh=attempt == 2)
-            self.requests_made += 1
+            self._count_request()
             response = self._session().get(
                 url,
                 params=params,
@@ -146,27 +155,17 @@ class GraphClient:
             log.info("Graph answered 401; renewing the token and trying once more")
         return response
 
-    def _with_body_retries(self, action, what: str):
+    def _with_body_retries(self, action: Callable[[], T], what: str) -> T:
         """Retry a whole request when the body is cut off (urllib3 only retries before it)."""
-        for attempt in range(1, BODY_RETRIES + 1):
-            try:
-                return action()
-            except (
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ConnectionError,
-                requests.exceptions.Timeout,
-                ValueError,  # JSON of a truncated body
-            ) as e:
-                # MaxRetryError means urllib3 has already spent its retries on this request.
-                exhausted = bool(e.args) and isinstance(e.args[0], MaxRetryError)
-                if exhausted or attempt == BODY_RETRIES:
-                    raise GraphError(
-                        f"{what} failed after {attempt} attempts: {type(e).__name__}: {e}"
-                    ) from e
-                delay = min(60.0, self.backoff * 2 ** (attempt - 1))
-                log.warning("%s interrupted (%s); retrying in %.1fs", what, type(e).__name__, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return self.retry.call(
+            action,
+            CUT_OFF,
+            what,
+            give_up=retried_by_urllib3,
+            failed=lambda e, tries: GraphError(
+                f"{what} failed after {tries} attempts: {type(e).__name__}: {e}"
+            ),
+        )
 
     def get_json(self, url: str, params: dict | None = None) -> dict[str, Any]:
         def action() -> dict[str, Any]:
