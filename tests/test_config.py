@@ -145,3 +145,36 @@ def test_load_config_reads_dotenv_with_quotes_and_comments(tmp_path):
     env.write_text("\n".join(lines), encoding="utf-8")
     config = load_config(str(env))
     assert config.overlap_minutes == 45 and config.email_id == "fund@example.com"
+
+
+def test_a_leading_tilde_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    config = config_from_values(good(tmp_path, DATA_DIR="~/fm", LOG_DIR="~/fm/logs"))
+    assert config.data_dir == tmp_path / "fm" and config.log_dir == tmp_path / "fm" / "logs"
+
+
+def test_the_longest_path_the_tool_writes_fits_the_budget():
+    from fund_mail.archive.fsutil import partial_path
+    from fund_mail.archive.rows import phy_file_name
+    from fund_mail.config import LONGEST_RELATIVE_PATH
+
+    name = phy_file_name("m", "a", "x.abcdefghij", "#microsoft.graph.fileAttachment")
+    deepest = partial_path(Path("2025_06_30") / "attach" / name)
+    import threading
+
+    pid_and_thread = len(f"{os.getpid()}{threading.get_ident()}")
+    worst = len(str(deepest)) - pid_and_thread + len(f"{2**32}{2**64}")  # the widest ones
+    assert worst <= LONGEST_RELATIVE_PATH
+
+
+def test_single_quotes_keep_a_dollar_brace_literal(tmp_path):
+    env = tmp_path / ".env"
+    lines = [f"{k}={v}" for k, v in good(tmp_path, HOST="sftp.example").items()]
+    lines += ["SFTP_ID=u", "SFTP_BASE_DIR=/in", "SFTP_PW='pa${ss}word'"]
+    env.write_text("\n".join(lines) + "\n")
+    assert load_config(str(env)).sftp_password == "pa${ss}word"
+    env.write_text("\n".join(lines[:-1] + ['SFTP_PW="pa${ss}word"']) + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(env))
+    assert "SFTP_PW holds ${...}" in str(caught.value) and "pa${ss}word" not in str(caught.value)

@@ -45,6 +45,22 @@ ENV_CASES = [
     ("HOST without SFTP_ID", {"HOST": "sftp.example", "SFTP_PW": "x"}, "SFTP_ID is missing"),
     ("SFTP_HOST_KEY malformed", {"SFTP_HOST_KEY": "ab:cd:ef"}, "ssh-keygen -lf"),
     ("MAX_CONCURRENCY over 4", {"MAX_CONCURRENCY": "10"}, "MAX_CONCURRENCY=10 is out of range"),
+    ("DATA_DIR with a dotenv escape", {"DATA_DIR": '"/tmp/fund\\fmail"', "LOG_DIR": None},
+     "DATA_DIR holds a control character"),
+    ("LOG_DIR with a dotenv escape", {"LOG_DIR": '"/tmp/fund\\nlogs"'},
+     "LOG_DIR holds a control character"),
+    ("DATA_DIR relative", {"DATA_DIR": "data", "LOG_DIR": None},
+     "DATA_DIR='data' is a relative path"),
+    ("DATA_DIR too long for MAX_PATH", {"DATA_DIR": "/tmp/" + "x" * 170, "LOG_DIR": None},
+     "over Windows' limit of 260"),
+    ("REQUESTS_CA_BUNDLE missing", {"REQUESTS_CA_BUNDLE": "/nope/ca.pem"},
+     "REQUESTS_CA_BUNDLE='/nope/ca.pem': no such file"),
+    ("HOST with a port", {"HOST": "sftp.example:2222", "SFTP_ID": "u", "SFTP_PW": "p",
+                          "SFTP_BASE_DIR": "/in"},
+     "HOST='sftp.example:2222' holds a port: write HOST=sftp.example and PORT=2222"),
+    ("SFTP_PW with ${...}", {"HOST": "sftp.example", "SFTP_ID": "u", "SFTP_PW": "pa${ss}word",
+                             "SFTP_BASE_DIR": "/in"},
+     "SFTP_PW holds ${...}, which python-dotenv replaces"),
 ]  # fmt: skip
 
 
@@ -62,6 +78,31 @@ def test_env_cases(graph, data_dir, tmp_path, case, changes, message):
     assert graph.registration.client_secret not in result.stderr
     assert not data_dir.exists() and graph.records() == [], "nothing touched, nothing asked"
     CASES_RUN.append(case)
+
+
+def test_timezone_that_is_a_region_folder(graph, data_dir, tmp_path):
+    """With the bundled tzdata (as on Windows) "Asia" is a folder: opening it raised OSError."""
+    env = graph.write_env(tmp_path / ".env", data_dir, TIMEZONE="Asia")
+    result = run_cli("fund_mail_once", "--env-file", str(env), env={"PYTHONTZPATH": ""})
+    assert result.returncode == 2, result.stderr
+    assert "TIMEZONE='Asia' is not an IANA time zone: use a full name such as Asia/Seoul" in (
+        result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    CASES_RUN.append("TIMEZONE a region folder")
+
+
+def test_untrusted_certificate_is_a_certificate_problem(graph, data_dir, tmp_path):
+    """A CA bundle that does not hold the server's CA: exit 2 naming REQUESTS_CA_BUNDLE, not a
+    sign-in or tenant error. The .env's bundle wins over the environment variable."""
+    import certifi
+
+    env = graph.write_env(tmp_path / ".env", data_dir, REQUESTS_CA_BUNDLE=certifi.where())
+    result = run_cli("fund_mail_once", "--env-file", str(env))
+    assert result.returncode == 2, result.stderr
+    assert "REQUESTS_CA_BUNDLE: the certificate of 127.0.0.1 is not trusted" in result.stderr
+    assert "TENANT_ID" not in result.stderr and "Traceback" not in result.stderr
+    CASES_RUN.append("certificate not trusted")
 
 
 @pytest.mark.parametrize(

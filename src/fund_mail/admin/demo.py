@@ -111,9 +111,9 @@ def run_demo() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fund_mail_demo_"))
     data_dir = workdir / "data"
     with GraphEmulator(tls_dir=workdir / "emulator-tls") as graph:
-        # The emulator's throwaway CA: requests (and so msal) trust it through this variable.
-        os.environ["REQUESTS_CA_BUNDLE"] = str(graph.tls.ca_cert)
-        config = config_from_values(graph.env_values(data_dir), source="demo")
+        # The emulator's throwaway CA is the one the sessions trust.
+        values = graph.env_values(data_dir, REQUESTS_CA_BUNDLE=str(graph.tls.ca_cert))
+        config = config_from_values(values, source="demo")
         now = datetime.now(UTC).replace(microsecond=0)
         print(f"Graph emulator at {graph.url}, mailbox {graph.mailbox.address}")
         seed_history(graph, now - timedelta(minutes=10))

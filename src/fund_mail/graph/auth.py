@@ -11,11 +11,10 @@ from urllib.parse import urlparse
 import msal
 import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
-from requests.adapters import HTTPAdapter
 
 from fund_mail.config import Config
 from fund_mail.errors import AuthError, RunFailed
-from fund_mail.graph.retry import build_retry
+from fund_mail.graph.retry import certificate_problem, https_session, is_certificate_error
 from fund_mail.logs import REDACTOR
 
 log = logging.getLogger(__name__)
@@ -70,12 +69,11 @@ def is_transient(result: dict) -> bool:
     return not isinstance(error, str) or error in TRANSIENT_ERRORS
 
 
-def _sign_in_session(backoff: float) -> requests.Session:
+def _sign_in_session(config: Config) -> requests.Session:
     """msal's HTTP client: the same retry policy as Graph's, the token POST included."""
-    session = requests.Session()
-    retry = build_retry(backoff, methods=frozenset({"GET", "POST"}))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    return session
+    return https_session(
+        config.retry_backoff, config.ca_bundle, methods=frozenset({"GET", "POST"})
+    )
 
 
 class TokenProvider:
@@ -96,7 +94,7 @@ class TokenProvider:
                     # Instance discovery asks login.microsoftonline.com about the host; a local
                     # or sovereign authority outside Microsoft's list must skip it.
                     instance_discovery=host in WELL_KNOWN_AUTHORITY_HOSTS,
-                    http_client=_sign_in_session(config.retry_backoff),
+                    http_client=_sign_in_session(config),
                     timeout=config.http_timeout,
                 )
                 return
@@ -107,6 +105,8 @@ class TokenProvider:
                     "Check TENANT_ID and AUTHORITY_HOST."
                 ) from e
             except requests.RequestException as e:
+                if is_certificate_error(e):
+                    raise certificate_problem(self.authority, e) from e
                 if attempt == TRANSIENT_RETRIES:
                     raise RunFailed(
                         f"Could not reach the sign-in endpoint {self.authority}: "
@@ -128,6 +128,8 @@ class TokenProvider:
                 try:
                     result = self._app.acquire_token_for_client(scopes=[self.scope])
                 except requests.RequestException as e:
+                    if is_certificate_error(e):
+                        raise certificate_problem(self.authority, e) from e
                     # urllib3 retried the connection; a body cut off mid-way ends up here.
                     result = {"error": "request_timeout", "error_description": type(e).__name__}
                 except msal.exceptions.MsalServiceError as e:

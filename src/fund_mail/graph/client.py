@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
-from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 
 from fund_mail import crashpoints
@@ -24,7 +23,7 @@ from fund_mail.archive.fsutil import atomic_writer
 from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
-from fund_mail.graph.retry import build_retry
+from fund_mail.graph.retry import certificate_problem, https_session, is_certificate_error
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +89,7 @@ class GraphClient:
             "Accept": "application/json",
         }
         self.backoff = backoff
+        self.ca_bundle = config.ca_bundle
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._local = threading.local()
         self.requests_made = 0
@@ -98,9 +98,7 @@ class GraphClient:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(max_retries=build_retry(self.backoff), pool_maxsize=4)
-            session.mount("https://", adapter)
+            session = https_session(self.backoff, self.ca_bundle, pool=4)
             session.headers.update(self.headers)
             self._local.session = session
         return session
@@ -134,6 +132,8 @@ class GraphClient:
                 requests.exceptions.Timeout,
                 ValueError,  # JSON of a truncated body
             ) as e:
+                if is_certificate_error(e):
+                    raise certificate_problem(self.mailbox_url, e) from e
                 # MaxRetryError means urllib3 has already spent its retries on this request.
                 exhausted = bool(e.args) and isinstance(e.args[0], MaxRetryError)
                 if exhausted or attempt == BODY_RETRIES:
