@@ -95,19 +95,16 @@ def find_env_file(explicit: str | None) -> Path:
 def load_config(explicit_env_file: str | None = None) -> Config:
     path = find_env_file(explicit_env_file)
     try:
-        values = _read_env(path, interpolate=True)
-        literal = _read_env(path, interpolate=False)
+        # interpolate=False: python-dotenv would replace ${...} even inside single quotes, so a
+        # password holding one would silently change. Values are taken literally.
+        pairs = dotenv_values(path, encoding="utf-8-sig", interpolate=False)
+        values = {k: (v or "").strip() for k, v in pairs.items()}
     except (UnicodeDecodeError, OSError) as e:
         raise ConfigError(
             [f"cannot read it as UTF-8 text ({type(e).__name__}): save it as UTF-8 in Notepad"],
             str(path),
         ) from e
-    return config_from_values(values, source=str(path), literal=literal)
-
-
-def _read_env(path: Path, interpolate: bool) -> dict[str, str]:
-    pairs = dotenv_values(path, encoding="utf-8-sig", interpolate=interpolate)
-    return {k: (v or "").strip() for k, v in pairs.items()}
+    return config_from_values(values, source=str(path))
 
 
 # -- validators: each reads one key (or one kind of key) and appends what is wrong -------------
@@ -318,25 +315,10 @@ def _host_key(values: dict, problems: Problems) -> str:
     return host_key
 
 
-def _interpolation(values: dict, literal: dict | None, problems: Problems) -> None:
-    """python-dotenv replaces ${NAME} in unquoted and double-quoted values: a password holding
-    one would silently change. Named without the value, which may be a secret."""
-    for key, raw in (literal or {}).items():
-        if "${" in raw and values.get(key) != raw:
-            problems.append(
-                f"{key} holds ${{...}}, which python-dotenv replaces with another variable: put "
-                f"the value in single quotes, e.g. {key}='...${{...}}...'"
-            )
-
-
-def config_from_values(
-    values: dict[str, str], source: str = "", literal: dict[str, str] | None = None
-) -> Config:
-    """Validate every key and report every problem at once; literal: the values before
-    python-dotenv's ${...} expansion, when read from a file."""
+def config_from_values(values: dict[str, str], source: str = "") -> Config:
+    """Validate every key and report every problem at once."""
     problems: Problems = []
     paths = _path_values(values, problems)
-    _interpolation(values, literal, problems)
     email_id = _email_id(values, problems)
     tenant_id = _tenant_id(values, problems)
     client_id = _client_id(values, problems)

@@ -58,9 +58,6 @@ ENV_CASES = [
     ("HOST with a port", {"HOST": "sftp.example:2222", "SFTP_ID": "u", "SFTP_PW": "p",
                           "SFTP_BASE_DIR": "/in"},
      "HOST='sftp.example:2222' holds a port: write HOST=sftp.example and PORT=2222"),
-    ("SFTP_PW with ${...}", {"HOST": "sftp.example", "SFTP_ID": "u", "SFTP_PW": "pa${ss}word",
-                             "SFTP_BASE_DIR": "/in"},
-     "SFTP_PW holds ${...}, which python-dotenv replaces"),
 ]  # fmt: skip
 
 
