@@ -166,7 +166,9 @@ def _required(values: dict, key: str, hint: str, problems: Problems) -> str:
 
 
 def _email_id(values: dict, problems: Problems) -> str:
-    email_id = _required(values, "EMAIL_ID", "the mailbox to archive, e.g. fund@example.com", problems)
+    email_id = _required(
+        values, "EMAIL_ID", "the mailbox to archive, e.g. fund@example.com", problems
+    )
     if email_id and not re.fullmatch(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+", email_id):
         problems.append(f"EMAIL_ID={email_id!r} is not a mailbox address like fund@example.com")
     return email_id
@@ -257,9 +259,7 @@ def _folder(key: str, raw: str, problems: Problems) -> None:
         problems.append(problem)
 
 
-def _data_and_log_dirs(
-    values: dict, paths: dict[str, str], problems: Problems
-) -> tuple[str, str]:
+def _data_and_log_dirs(values: dict, paths: dict[str, str], problems: Problems) -> tuple[str, str]:
     data_dir = paths["DATA_DIR"]
     if not data_dir:
         hint = "the folder that holds the archive, e.g. c:/fund_mail/data"
@@ -294,12 +294,23 @@ def _body_type(values: dict, problems: Problems) -> str:
 def _sftp_host(values: dict, problems: Problems) -> str:
     host = values.get("HOST", "")
     if re.fullmatch(r"[^\s:/]+:\d+", host):
-        problems.append(f"HOST={host!r} holds a port: write HOST={host.split(':')[0]} and PORT={host.split(':')[1]}")
+        problems.append(
+            f"HOST={host!r} holds a port: write HOST={host.split(':')[0]} and PORT={host.split(':')[1]}"
+        )
     elif host and not re.fullmatch(r"[A-Za-z0-9.\-]+|\[?[0-9A-Fa-f:]+\]?", host):
-        problems.append(f"HOST={host!r} must be a host name or IP address only, e.g. sftp.example.com")
+        problems.append(
+            f"HOST={host!r} must be a host name or IP address only, e.g. sftp.example.com"
+        )
     if host:
-        _required(values, "SFTP_ID", "the SFTP user name (HOST is set, so uploads are on)", problems)
-        _required(values, "SFTP_BASE_DIR", "the folder on the SFTP server that receives the archive", problems)
+        _required(
+            values, "SFTP_ID", "the SFTP user name (HOST is set, so uploads are on)", problems
+        )
+        _required(
+            values,
+            "SFTP_BASE_DIR",
+            "the folder on the SFTP server that receives the archive",
+            problems,
+        )
         if not values.get("SFTP_PW") and not values.get("SFTP_KEY_FILE"):
             problems.append("SFTP_PW is missing: set it, or set SFTP_KEY_FILE to a private key")
     return host

@@ -22,6 +22,7 @@ import paramiko
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock
 from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.store import open_readonly
 from fund_mail.config import Config
 from fund_mail.errors import DeliveryError, LockedError
 
@@ -252,7 +253,7 @@ class Uploader:
 def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
     """(local path, path relative to the base dir) for each attachment of a DB, then the DB."""
     db_path = data_dir / db_relative
-    with sqlite3.connect(f"file:{db_path.as_posix()}?mode=ro", uri=True) as conn:
+    with open_readonly(db_path) as conn:
         rows = conn.execute(
             "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
         ).fetchall()

@@ -251,6 +251,25 @@ def test_non_ascii_data_dir(graph, tmp_path, now):
     CASES_RUN.append("non-ASCII DATA_DIR")
 
 
+def test_data_dir_with_uri_characters(graph, sftp_server, tmp_path, now):
+    """#, ?, % and spaces in DATA_DIR: delivery and --status open the DBs read-only by URI."""
+    from fund_mail.admin.status import status_report
+    from fund_mail.config import config_from_values
+    from fund_mail.engine import deliver
+
+    values = graph.env_values(tmp_path / "a #1? 100% b" / "data", RETRY_BACKOFF="0.05")
+    values.update(sftp_server.env(tmp_path / "known_hosts"))
+    config = config_from_values(values)
+    run_once(config)
+    graph.mailbox.add_message(
+        now + timedelta(minutes=1), attachments=[file_attachment("보고서.pdf", b"%PDF")]
+    )
+    run_once(config)
+    assert deliver(config).delivered_files == 2
+    assert "upload queue:      empty" in status_report(config)
+    CASES_RUN.append("DATA_DIR with # ? % and spaces")
+
+
 # -- hostile attachment names -------------------------------------------------------------------
 NAMES = [
     "../../etc/passwd", "..\\..\\Windows\\win.ini", "/abs/path.pdf", "CON", "NUL.txt", "com1.doc",

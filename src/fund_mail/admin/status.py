@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
 from fund_mail.archive.index import INDEX_NAME
 from fund_mail.archive.rows import local_time, parse_graph_time
+from fund_mail.archive.store import open_readonly
 from fund_mail.config import Config
 from fund_mail.errors import StateError
 
@@ -21,7 +21,7 @@ def _local(text: str | None, config: Config) -> str:
 
 def _query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
     # mode=ro: --status must not create or change anything, not even the index.
-    with sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True) as conn:
+    with open_readonly(path) as conn:
         return conn.execute(sql, params).fetchall()
 
 

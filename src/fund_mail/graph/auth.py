@@ -71,9 +71,7 @@ def is_transient(result: dict) -> bool:
 
 def _sign_in_session(config: Config) -> requests.Session:
     """msal's HTTP client: the same retry policy as Graph's, the token POST included."""
-    return https_session(
-        config.retry_backoff, config.ca_bundle, methods=frozenset({"GET", "POST"})
-    )
+    return https_session(config.retry_backoff, config.ca_bundle, methods=frozenset({"GET", "POST"}))
 
 
 class TokenProvider:

@@ -61,7 +61,9 @@ def https_session(
 ) -> requests.Session:
     """The one way fund_mail makes an HTTPS session: the retry policy and the CA bundle."""
     session = HttpsSession(ca_bundle)
-    session.mount("https://", HTTPAdapter(max_retries=build_retry(backoff, methods), pool_maxsize=pool))
+    session.mount(
+        "https://", HTTPAdapter(max_retries=build_retry(backoff, methods), pool_maxsize=pool)
+    )
     return session
 
 
