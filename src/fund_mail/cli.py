@@ -236,11 +236,17 @@ def once_main(argv: list[str] | None = None) -> int:
         if args.since:
             try:
                 since = parse_datetime_arg(args.since, config.tz)
-            except ValueError as e:
+            except (ValueError, OverflowError) as e:
                 raise UsageError(
                     f"--since {args.since!r} is not a date or date-time such as 2025-06-30 or "
                     "2025-06-30T09:00"
                 ) from e
+            if since > datetime.now(config.tz):
+                raise UsageError(
+                    f"--since {args.since!r} is in the future (now is "
+                    f"{datetime.now(config.tz):%Y-%m-%d %H:%M} in TIMEZONE): nothing after it "
+                    "has arrived yet; pick a time up to now"
+                )
 
         def body() -> RunResult | None:
             result = None

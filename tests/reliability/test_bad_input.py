@@ -170,6 +170,14 @@ STATE_CASES = [
     ("not an object", json.dumps(["2025-06-30T00:00:00Z"])),
     ("cursor in the future", json.dumps({"last_email_id": "x",
                                          "last_fetch_time": "2099-01-01T00:00:00Z"})),
+    ("year 0001", json.dumps({"last_email_id": "x", "last_fetch_time": "0001-01-01T00:00:00Z"})),
+    ("year 0001 with an offset", json.dumps({"last_email_id": "x",
+                                             "last_fetch_time": "0001-01-01T00:00:00+09:00"})),
+    ("out of range", json.dumps({"last_email_id": "x",
+                                 "last_fetch_time": "9999-12-31T23:59:59-01:00"})),
+    ("archive floor in the future", json.dumps({"last_email_id": "x",
+                                                "last_fetch_time": "2025-06-30T00:00:00Z",
+                                                "archive_floor": "2099-01-01T00:00:00Z"})),
 ]  # fmt: skip
 
 
@@ -185,6 +193,15 @@ def test_corrupt_state_is_a_clear_error_never_a_reset(
     assert (data_dir / "LAST_TIME.json").read_text() == content, "left as it was"
     assert archived_rows(data_dir) == []
     CASES_RUN.append(f"LAST_TIME.json {case}")
+
+
+@pytest.mark.parametrize("since", ["2099-01-01", "2099-01-01T09:00+09:00", "0001-01-01T00:00"])
+def test_since_in_the_future_or_out_of_range(env_file, graph, data_dir, since):
+    result = run_cli("fund_mail_once", "--env-file", str(env_file), "--since", since)
+    assert result.returncode == 2, result.stderr
+    assert f"--since {since!r}" in result.stderr and "Traceback" not in result.stderr
+    assert not (data_dir / "LAST_TIME.json").exists() and graph.records() == []
+    CASES_RUN.append(f"--since {since}")
 
 
 def test_state_file_replaced_by_a_folder(env_file, data_dir):
