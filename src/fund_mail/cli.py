@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from fund_mail.errors import (
     StateError,
     UsageError,
 )
-from fund_mail.logs import REDACTOR, setup_logging
+from fund_mail.logs import REDACTOR, ensure_console, setup_logging
 from fund_mail.version import __version__
 
 log = logging.getLogger("fund_mail.cli")
@@ -216,6 +215,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def once_main(argv: list[str] | None = None) -> int:
+    ensure_console()
     args = once_parser().parse_args(argv)
     if args.demo:
         from fund_mail.admin.demo import run_demo
@@ -351,6 +351,7 @@ class _Progress:
 
 
 def one_day_main(argv: list[str] | None = None) -> int:
+    ensure_console()
     args = one_day_parser().parse_args(argv)
 
     def work(config: Config) -> int:
@@ -434,6 +435,7 @@ def pst_parser() -> argparse.ArgumentParser:
 
 
 def pst_main(argv: list[str] | None = None) -> int:
+    ensure_console()
     from pathlib import Path
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -491,10 +493,28 @@ ENTRY_POINTS = {
 }
 
 
+def program_command(argv0: str) -> str | None:
+    """The command a program's file name names, case-insensitively, also for a renamed copy
+    such as "fund_mail_once (1).exe" or "Fund_Mail_One_Day - Copy.exe"; None when unclear."""
+    name = re.split(r"[\\/]", argv0)[-1].lower().removesuffix(".exe")
+    for command in ENTRY_POINTS:
+        if re.match(rf"{command}(?![a-z0-9_])", name):
+            return command
+    return None
+
+
 def main_for_program() -> int:
     """The PyInstaller executables run this file; the program's own name picks the command."""
-    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-    return ENTRY_POINTS.get(name, once_main)()
+    command = program_command(sys.argv[0])
+    if command is None:
+        ensure_console()
+        print(
+            f"fund_mail: cannot tell which command {sys.argv[0]!r} is from its name: rename it "
+            "to fund_mail_once.exe, fund_mail_one_day.exe or fund_mail_pst.exe",
+            file=sys.stderr,
+        )
+        return int(ExitCode.CONFIG)
+    return ENTRY_POINTS[command]()
 
 
 if __name__ == "__main__":

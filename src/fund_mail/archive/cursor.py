@@ -76,7 +76,9 @@ def read_cursor(data_dir: Path) -> Cursor | None:
             last_email_id=str(data.get("last_email_id") or ""),
             last_fetch_time=_trusted_time(data, "last_fetch_time"),
             title=str(data.get("title") or ""),
-            archive_floor=_trusted_time(data, "archive_floor") if data.get("archive_floor") else None,
+            archive_floor=_trusted_time(data, "archive_floor")
+            if data.get("archive_floor")
+            else None,
         )
     except (OSError, ValueError, KeyError, TypeError, OverflowError) as e:
         raise StateError(f"{path} is unreadable ({type(e).__name__}: {e}). {fix}") from e
