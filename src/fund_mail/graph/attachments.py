@@ -11,7 +11,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from fund_mail.archive.rows import REFERENCE_ATTACHMENT, attachment_note, phy_file_name
+from fund_mail.errors import RunFailed
 from fund_mail.graph.client import GraphClient, NotDownloadable
 
 log = logging.getLogger(__name__)
@@ -68,12 +71,22 @@ def download_all(
     attach_dir.mkdir(parents=True, exist_ok=True)
 
     def fetch(job: AttachmentJob) -> int:
+        dest = attach_dir / job.phy_file_name
         try:
-            job.size = client.download_attachment(
-                job.message_id, job.attachment["id"], attach_dir / job.phy_file_name
-            )
+            job.size = client.download_attachment(job.message_id, job.attachment["id"], dest)
         except NotDownloadable:
             job.note = attachment_note(job.attachment)
+        except requests.RequestException:
+            raise
+        except OSError as e:
+            # Typically Windows refusing the rename while another process holds dest open
+            # (fsutil.replace_into_place has already retried). Nothing of this run is recorded.
+            raise RunFailed(
+                f"The attachment {job.attachment.get('name') or '(no name)'!r} could not be "
+                f"saved as {dest} ({type(e).__name__}: {e.strerror or e}). Another program (a "
+                "virus scanner, or fund_mail_one_day writing the same file) may hold it open; "
+                "this run archived nothing and the next run tries again."
+            ) from e
         return job.size
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attach") as pool:
