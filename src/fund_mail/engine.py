@@ -19,7 +19,15 @@ from fund_mail import crashpoints
 from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
 from fund_mail.archive.fsutil import RunLock
 from fund_mail.archive.index import ArchiveIndex
-from fund_mail.archive.rows import graph_time, message_row, parse_graph_time
+from fund_mail.archive.quarantine import quarantine
+from fund_mail.archive.rows import (
+    graph_time,
+    message_row,
+    parse_graph_time,
+    received_text,
+    received_time,
+    unstorable_reason,
+)
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
 from fund_mail.errors import StateError
@@ -47,11 +55,14 @@ class RunResult:
     db_path: Path | None = None
     baseline: bool = False
     requests: int = 0
+    quarantined: int = 0
 
     def summary(self, command: str) -> str:
         where = str(self.db_path) if self.db_path else "no mail to archive, no DB written"
         if self.baseline:
             where = "baseline recorded, nothing archived"
+        if self.quarantined:
+            where += f"; {self.quarantined} message(s) set aside in DATA_DIR/quarantine"
         return (
             f"{command}: {self.messages} messages, {self.attachments} attachments, "
             f"{self.bytes} bytes, {self.seconds:.1f} s, {where}"
@@ -92,9 +103,11 @@ class Archiver:
         seen: set[str] = set()
         try:
             for page in pages:
+                page = self._set_aside_unstorable(page, result)
                 # Skip-based paging can repeat a message when new mail arrives mid-scan.
                 batch = [m for m in page if m["id"] not in seen and not m.get("isDraft")]
-                batch = [m for m in batch if accept(m)]
+                # Graph listed a message without a readable time inside the window: keep it.
+                batch = [m for m in batch if received_time(m) is None or accept(m)]
                 seen.update(m["id"] for m in page)
                 if dedupe and batch:
                     known = self.index.known_ids(m["id"] for m in batch)
@@ -114,17 +127,21 @@ class Archiver:
                 crashpoints.reached("attachments-downloaded")
                 sent_items_id = self.folders.sent_items_id
                 for message, plan in zip(batch, plans, strict=True):
-                    row = message_row(
-                        message,
-                        folder_path=self.folders.path(message.get("parentFolderId")),
-                        mailbox=config.email_id,
-                        sent_folder_id=sent_items_id,
-                        tz=config.tz,
-                        notes=plan.all_notes(),
-                    )
+                    try:
+                        row = message_row(
+                            message,
+                            folder_path=self.folders.path(message.get("parentFolderId")),
+                            mailbox=config.email_id,
+                            sent_folder_id=sent_items_id,
+                            tz=config.tz,
+                            notes=plan.all_notes(),
+                        )
+                    except Exception as e:  # noqa: BLE001 - one message must not block the rest
+                        self._quarantine(message, f"{type(e).__name__}: {e}", result)
+                        continue
                     db.add(row, plan.rows(save_folder))
                     crashpoints.reached("db-partial")
-                    archived.append((message["id"], graph_time(received(message))))
+                    archived.append((message["id"], received_text(message)))
             if db is None:
                 return result
             db.finish()
@@ -140,6 +157,23 @@ class Archiver:
         result.db_path = published.path
         return result
 
+    def _set_aside_unstorable(self, page: list, result: RunResult) -> list[dict]:
+        """Quarantine the items that cannot become a row at all; keep the rest."""
+        kept = []
+        for message in page:
+            reason = unstorable_reason(message)
+            if reason is None:
+                kept.append(message)
+            else:
+                self._quarantine(message, f"cannot be stored: {reason}", result)
+        return kept
+
+    def _quarantine(self, message: object, error: str, result: RunResult) -> None:
+        path = quarantine(self.config.data_dir, message, error, self.command)
+        if path is not None:
+            result.quarantined += 1
+            log.warning("A message could not be archived (%s); kept in %s", error, path)
+
 
 @dataclass
 class Newest:
@@ -150,6 +184,8 @@ class Newest:
     def track(self, pages: Iterable[list[dict]]) -> Iterator[list[dict]]:
         for page in pages:
             for message in page:
+                if unstorable_reason(message) or received_time(message) is None:
+                    continue  # quarantined, or archived with a note: never the cursor
                 if self.message is None or received(message) > received(self.message):
                     self.message = message
             yield page

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
 from fund_mail.archive.index import INDEX_NAME
+from fund_mail.archive.quarantine import quarantined
 from fund_mail.archive.rows import local_time, parse_graph_time
 from fund_mail.archive.store import open_readonly
 from fund_mail.config import Config
@@ -41,6 +42,13 @@ def status_report(config: Config) -> str:
                 f"  cursor:            {moment.strftime('%Y-%m-%d %H:%M:%S')} UTC = "
                 f"{local_time(moment, config.tz)} {config.timezone}"
             )
+    held = quarantined(config.data_dir)
+    if held:
+        name, error = held[-1]
+        lines.append(
+            f"  quarantine:        {len(held)} message(s) could not be stored, see "
+            f"{config.data_dir / 'quarantine'} (newest {name}: {error.splitlines()[0][:120]})"
+        )
     index = config.data_dir / INDEX_NAME
     if not index.exists():
         lines.append("  runs:              none recorded yet")

@@ -6,6 +6,7 @@ MAX_CONCURRENCY requests in flight, one token refresh on 401, and attachment byt
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -32,6 +33,9 @@ MESSAGE_FIELDS = (
 )
 ATTACHMENT_EXPAND = "attachments($select=id,name,contentType,size,isInline)"
 CHUNK = 1024 * 1024
+# A list page of 1,000 messages with their bodies is tens of MB; beyond this something is wrong,
+# and reading on would only exhaust memory.
+MAX_JSON_BYTES = 512 * 1024 * 1024
 BODY_RETRIES = 5  # a response cut off mid-body is retried whole this many times
 
 
@@ -76,6 +80,29 @@ def graph_error(response: requests.Response) -> GraphError:
             "Applications scope or ApplicationAccessPolicy."
         )
     return GraphError(text, response.status_code, code)
+
+
+def read_json(response: requests.Response, limit: int) -> dict[str, Any]:
+    """A response body as a JSON object, refusing one that is huge or nested too deeply."""
+    where = response.url.split("?")[0]
+    too_big = GraphError(
+        f"Graph's answer to {where} is over {limit // 2**20} MB: lower PAGE_SIZE in .env "
+        "(e.g. PAGE_SIZE=100) and run again"
+    )
+    if int(response.headers.get("Content-Length") or 0) > limit:
+        raise too_big
+    body = bytearray()
+    for chunk in response.iter_content(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    try:
+        data = json.loads(body)
+    except RecursionError as e:
+        raise GraphError(f"Graph's answer to {where} is JSON nested too deeply to read") from e
+    if not isinstance(data, dict):
+        raise GraphError(f"Graph's answer to {where} is not a JSON object")
+    return data
 
 
 class GraphClient:
@@ -148,10 +175,11 @@ class GraphClient:
     def get_json(self, url: str, params: dict | None = None) -> dict[str, Any]:
         def action() -> dict[str, Any]:
             with self._slots:
-                response = self._send(url, params, stream=False)
-                if response.status_code != 200:
-                    raise graph_error(response)
-                return response.json()
+                response = self._send(url, params, stream=True)
+                with response:
+                    if response.status_code != 200:
+                        raise graph_error(response)
+                    return read_json(response, MAX_JSON_BYTES)
 
         return self._with_body_retries(action, f"GET {url.split('?')[0]}")
 
