@@ -1,11 +1,21 @@
 """The command line: which command a program's name picks, and running without a console."""
 
 import io
+import os
 import sys
 
 import pytest
 
 from fund_mail import cli
+
+
+@pytest.fixture(autouse=True)
+def keep_umask():
+    """The entry points make this process's files private; the test process keeps its own."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    yield
+    os.umask(mask)
 
 
 @pytest.mark.parametrize(

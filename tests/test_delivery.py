@@ -237,3 +237,51 @@ def test_async_server_fixture_is_independent(tmp_path):
         assert server.port > 0 and server.fingerprint.startswith("SHA256:")
     finally:
         server.stop()
+
+
+HOSTILE = [
+    ("../outside", "secret.txt"),
+    ("/etc", "passwd"),
+    ("c:/Windows", "win.ini"),
+    ("2025_06_30\\..\\..", "secret.txt"),
+    ("2025_06_30/attach", "../../../secret.txt"),
+    ("", "secret.txt"),
+]
+
+
+@pytest.mark.parametrize(("folder", "name"), HOSTILE)
+def test_paths_read_back_from_a_db_stay_inside_data_dir(
+    sftp_config, sftp_server, graph, now, tmp_path, folder, name
+):
+    """A DB edited (or forged) to name a file outside DATA_DIR: that DB is refused and
+    reported, nothing of it is sent; the DBs after it are still delivered."""
+    import sqlite3
+
+    (tmp_path / "secret.txt").write_text("not archive data")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("not archive data")
+    forged = archive_some(sftp_config, graph, now, count=1).db_path
+    with sqlite3.connect(forged) as conn:
+        conn.execute(
+            "UPDATE fund_mail_attach SET save_folder = ?, phy_file_name = ?", (folder, name)
+        )
+    conn.close()
+    good = archive_some(sftp_config, graph, now, count=1, offset=5).db_path
+    with pytest.raises(DeliveryError, match="points outside DATA_DIR: refused"):
+        deliver(sftp_config)
+    landed = remote_files(sftp_server.root)
+    assert not [p for p in landed if "secret" in p or forged.name in p]
+    assert any(p.endswith(good.name) for p in landed), "the next DB still goes"
+    assert queued(sftp_config) == [forged.relative_to(sftp_config.data_dir).as_posix()]
+
+
+def test_remote_sweep_removes_only_our_partials(sftp_config, sftp_server, graph, now):
+    result = archive_some(sftp_config, graph, now, count=1)
+    day = sftp_server.root / "archive" / result.db_path.parent.name
+    day.mkdir(parents=True)
+    ours, theirs = ".fm_x.db.0123abcd.part", [".notes.part", "report.part", ".a.db.xyz.part"]
+    for name in [ours, *theirs]:
+        (day / name).write_text("x")
+    deliver(sftp_config)
+    left = {p.name for p in day.iterdir()}
+    assert ours not in left and set(theirs) <= left

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
+from fund_mail.archive.fsutil import private_files
 from fund_mail.config import Config, load_config
 from fund_mail.engine import RunResult
 from fund_mail.errors import (
@@ -216,6 +217,7 @@ def _check(args: argparse.Namespace) -> int:
 
 def once_main(argv: list[str] | None = None) -> int:
     ensure_console()
+    private_files()
     args = once_parser().parse_args(argv)
     if args.demo:
         from fund_mail.admin.demo import run_demo
@@ -352,6 +354,7 @@ class _Progress:
 
 def one_day_main(argv: list[str] | None = None) -> int:
     ensure_console()
+    private_files()
     args = one_day_parser().parse_args(argv)
 
     def work(config: Config) -> int:
@@ -436,6 +439,7 @@ def pst_parser() -> argparse.ArgumentParser:
 
 def pst_main(argv: list[str] | None = None) -> int:
     ensure_console()
+    private_files()
     from pathlib import Path
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 

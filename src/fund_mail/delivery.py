@@ -11,6 +11,7 @@ import base64
 import hashlib
 import logging
 import posixpath
+import re
 import socket
 import sqlite3
 import uuid
@@ -27,6 +28,14 @@ from fund_mail.config import Config
 from fund_mail.errors import DeliveryError, LockedError
 
 log = logging.getLogger(__name__)
+
+# .<name>.<8 hex>.part: the only shape of temporary name this tool uploads under.
+REMOTE_PARTIAL_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
+
+
+def remote_partial_name(remote: str) -> str:
+    name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
+    return posixpath.join(posixpath.dirname(remote), name)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -194,10 +203,10 @@ class Uploader:
         self._made.add(remote_dir)
 
     def _sweep_partials(self, remote_dir: str) -> None:
-        """Remove .part files that killed uploads left behind. Safe: we hold the delivery lock,
-        so no upload of ours is in flight, and .part names are never read downstream."""
+        """Remove .part files that killed uploads of ours left behind, by their exact shape
+        only. Safe: we hold the delivery lock, so no upload of ours is in flight."""
         for name in self.sftp.listdir(remote_dir):
-            if name.startswith(".") and name.endswith(".part"):
+            if REMOTE_PARTIAL_RE.match(name):
                 self._remove_quietly(posixpath.join(remote_dir, name))
 
     def put(self, local: Path, remote: str) -> int:
@@ -209,9 +218,7 @@ class Uploader:
                 return 0  # already delivered by an earlier, interrupted run
         except FileNotFoundError:
             pass
-        temporary = posixpath.join(
-            posixpath.dirname(remote), f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
-        )
+        temporary = remote_partial_name(remote)
 
         def progress(sent: int, total: int) -> None:
             if total and sent >= total // 2:
@@ -250,14 +257,40 @@ class Uploader:
             pass
 
 
+class UnsafePath(DeliveryError):
+    """A DB names a file outside DATA_DIR: that DB is refused, the others still go."""
+
+
+def inside_data_dir(data_dir: Path, relative: object, db_relative: str) -> Path:
+    """The local file a path read back from the index or an archive DB names, refused when it
+    could point outside DATA_DIR (.., absolute, a drive letter, a backslash) on any system."""
+    text = relative if isinstance(relative, str) else ""
+    parts = text.split("/")
+    if (
+        not text
+        or re.search(r"[\\:\x00]", text)
+        or text.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise UnsafePath(
+            f"{db_relative} names the file {relative!r}, which points outside DATA_DIR: "
+            "refused, nothing of this DB was sent. The DB may have been edited by hand; "
+            "restore it from a backup or remove it from the outbox."
+        )
+    return data_dir.joinpath(*parts)
+
+
 def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
     """(local path, path relative to the base dir) for each attachment of a DB, then the DB."""
-    db_path = data_dir / db_relative
+    db_path = inside_data_dir(data_dir, db_relative, db_relative)
     with open_readonly(db_path) as conn:
         rows = conn.execute(
             "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
         ).fetchall()
-    files = [(data_dir / folder / name, f"{folder}/{name}") for folder, name in rows]
+    files = []
+    for folder, name in rows:
+        relative = f"{folder}/{name}" if isinstance(folder, str) and isinstance(name, str) else None
+        files.append((inside_data_dir(data_dir, relative, db_relative), str(relative)))
     return files + [(db_path, db_relative)]
 
 
@@ -284,24 +317,38 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
             raise
         try:
             uploader = Uploader(config, sftp)
-            delivered: set[str] = set()
-            while pending := [d for d in index.queued() if d not in delivered]:
+            done: set[str] = set()
+            refused: list[UnsafePath] = []
+            while pending := [d for d in index.queued() if d not in done]:
                 for db_relative in pending:
-                    _deliver_one(config, index, uploader, db_relative, report)
-                    delivered.add(db_relative)
+                    done.add(db_relative)
+                    try:
+                        _deliver_one(config, index, uploader, db_relative, report)
+                    except UnsafePath as e:
+                        log.error("%s", e)
+                        refused.append(e)
         finally:
             transport.close()
+        if refused:
+            raise DeliveryError("\n".join(str(e) for e in refused))
         return report
     except DeliveryError as e:
         queued = index.queued()
         report.queued_dbs = len(queued)
-        report.queued_files = sum(len(files_of(config.data_dir, d)) for d in queued)
+        report.queued_files = sum(_file_count(config.data_dir, d) for d in queued)
         raise DeliveryError(
             f"{e}\nDelivery stopped: {report.summary()}. The archive is safe "
             "locally and the next run delivers the queue."
         ) from e
     finally:
         lock.__exit__(None, None, None)
+
+
+def _file_count(data_dir: Path, db_relative: str) -> int:
+    try:
+        return len(files_of(data_dir, db_relative))
+    except (DeliveryError, OSError, sqlite3.Error):
+        return 1
 
 
 def _deliver_one(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from fund_mail import crashpoints
 from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
-from fund_mail.archive.fsutil import RunLock
+from fund_mail.archive.fsutil import RunLock, sweep_stale_partials
 from fund_mail.archive.index import ArchiveIndex
 from fund_mail.archive.quarantine import quarantine
 from fund_mail.archive.rows import (
@@ -199,6 +199,7 @@ def exclusive_index(config: Config, command: str, lock_name: str) -> Iterator[Ar
         index = ArchiveIndex(config.data_dir)
         try:
             index.recover(command)
+            sweep_stale_partials(config.data_dir)
             yield index
         finally:
             index.close()

@@ -1,6 +1,7 @@
 """fsutil: the rename onto a file that Windows reports as held open by another process."""
 
 import os
+import time
 
 import pytest
 
@@ -48,3 +49,26 @@ def test_a_file_that_stays_busy_fails_after_the_retries(tmp_path, refusing_repla
     assert refusing_replace["n"] == fsutil.REPLACE_ATTEMPTS
     assert dest.read_bytes() == b"other bytes"
     assert [p.name for p in tmp_path.iterdir()] == ["a.pdf"], "no partial left behind"
+
+
+def test_the_sweep_removes_only_our_stale_partials(tmp_path):
+    """A partial younger than an hour may belong to a command still writing it."""
+    attach = tmp_path / "2025_06_30" / "attach"
+    attach.mkdir(parents=True)
+    old = time.time() - 2 * 3600
+    stale = [tmp_path / ".LAST_TIME.json.12-34.fmpart", attach / ".ab12.pdf.12-34.fmpart"]
+    fresh = attach / ".cd34.pdf.56-78.fmpart"
+    foreign = [attach / "notes.fmpart", attach / ".x.pdf.part", tmp_path / ".y.12-34.fmpart.bak"]
+    for path in [*stale, fresh, *foreign]:
+        path.write_text("x")
+        if path is not fresh:
+            os.utime(path, (old, old))
+    assert fsutil.sweep_stale_partials(tmp_path) == 2
+    assert not any(p.exists() for p in stale)
+    assert fresh.exists() and all(p.exists() for p in foreign)
+
+
+def test_written_files_are_private(tmp_path):
+    dest = tmp_path / "x.json"
+    fsutil.write_atomic(dest, "{}")
+    assert dest.stat().st_mode & 0o777 == 0o600

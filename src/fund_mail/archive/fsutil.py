@@ -36,15 +36,47 @@ def is_partial(name: str) -> bool:
     return PARTIAL_RE.match(name) is not None
 
 
-def sweep_partials(folder: Path) -> int:
-    """Remove partial files that killed writers left in folder; returns how many."""
+# A partial file this old was left by a killed writer: no write of ours takes an hour between
+# two chunks, so a younger one may belong to a command that is still running.
+STALE_AFTER = 3600.0
+
+
+def sweep_partials(folder: Path, older_than: float = STALE_AFTER) -> int:
+    """Remove partial files that killed writers left in folder; returns how many.
+
+    Only names of PARTIAL_RE's exact shape, and only when not modified for older_than seconds:
+    fund_mail_once and fund_mail_one_day write into the same folders at the same time.
+    """
     removed = 0
     if folder.is_dir():
+        cutoff = time.time() - older_than
         for leftover in folder.iterdir():
-            if leftover.is_file() and is_partial(leftover.name):
+            try:
+                stale = leftover.is_file() and leftover.stat().st_mtime < cutoff
+            except OSError:
+                continue
+            if stale and is_partial(leftover.name):
                 leftover.unlink(missing_ok=True)
                 removed += 1
     return removed
+
+
+def sweep_stale_partials(data_dir: Path) -> int:
+    """sweep_partials over every folder the tool writes in: DATA_DIR, its day folders and their
+    attach/ folders, and quarantine/."""
+    folders = [data_dir, *data_dir.glob("*/"), *data_dir.glob("*/attach/")]
+    return sum(sweep_partials(folder) for folder in folders)
+
+
+def private_files() -> None:
+    """Files 0600 and folders 0700 for everything this process creates (POSIX): the archive
+    holds mail, the .env secrets."""
+    if os.name == "posix":
+        os.umask(0o077)
+
+
+def _private_opener(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 def fsync_path(path: Path) -> None:
@@ -102,7 +134,7 @@ def atomic_writer(dest: Path, mode: str = "wb", encoding: str | None = None) -> 
     """Open a partial file for writing; on a clean exit it is fsynced and renamed onto dest."""
     partial = partial_path(dest)
     try:
-        with open(partial, mode, encoding=encoding) as out:
+        with open(partial, mode, encoding=encoding, opener=_private_opener) as out:
             yield out
             out.flush()
             os.fsync(out.fileno())
