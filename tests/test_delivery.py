@@ -231,6 +231,27 @@ def test_openssh_read_only_server_keeps_the_queue(graph, data_dir, tmp_path, now
         server.stop()
 
 
+@needs_sshd
+def test_ssh_rsa_known_hosts_line_from_the_hint_works(graph, data_dir, tmp_path, now):
+    """OpenSSH refuses SHA-1 signatures, and a known_hosts line says ssh-rsa for every RSA key:
+    the client must ask for rsa-sha2-512/256 as OpenSSH does. The line the tool prints for an
+    unknown host is the line that then works."""
+    server = SshdServer(tmp_path / "sshd-rsa", host_key_type="rsa").start()
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        values = {**graph.env_values(data_dir), **server.env(tmp_path / "rsa-target")}
+        values.update(SFTP_HOST_KEY="", SFTP_KNOWN_HOSTS=str(known_hosts))
+        config = config_from_values(values)
+        archive_some(config, graph, now)
+        with pytest.raises(DeliveryError, match="is not known") as caught:
+            deliver(config)
+        line = next(x for x in str(caught.value).splitlines() if x.startswith("[127.0.0.1]"))
+        known_hosts.write_text(line + "\n")
+        assert deliver(config).delivered_dbs == 1
+    finally:
+        server.stop()
+
+
 def test_async_server_fixture_is_independent(tmp_path):
     server = AsyncSftpServer(tmp_path / "root").start()
     try:

@@ -101,13 +101,19 @@ def verify_host_key(config: Config, key: paramiko.PKey) -> None:
         )
 
 
+# known_hosts names an RSA key "ssh-rsa" whatever signature it makes; servers (OpenSSH 8.8+)
+# and paramiko refuse the SHA-1 "ssh-rsa" signature, so ask for the SHA-2 ones, as OpenSSH does.
+SIGNATURES_OF = {"ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256"]}
+
+
 def _preferred_key_types(config: Config) -> list[str]:
     """Ask for the key types known_hosts has, as OpenSSH does, so a known host is not refused
     merely because the server would have preferred another of its keys."""
     if config.sftp_host_key:
         return []
     name = known_hosts_name(config.sftp_host, config.sftp_port)
-    return list((_load_known_hosts(_known_hosts_path(config)).lookup(name) or {}).keys())
+    known = (_load_known_hosts(_known_hosts_path(config)).lookup(name) or {}).keys()
+    return [signature for kind in known for signature in SIGNATURES_OF.get(kind, [kind])]
 
 
 def _private_key(config: Config) -> paramiko.PKey:
@@ -135,9 +141,10 @@ def connect(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     transport.banner_timeout = transport.auth_timeout = config.sftp_timeout
     try:
         preferred = _preferred_key_types(config)
-        if preferred:
-            options = transport.get_security_options()
-            options.key_types = [t for t in options.key_types if t in preferred] or preferred
+        options = transport.get_security_options()
+        usable = [t for t in options.key_types if t in preferred]
+        if usable:  # none usable (e.g. only ssh-dss known): verify_host_key refuses it clearly
+            options.key_types = usable
         transport.start_client(timeout=config.sftp_timeout)
         verify_host_key(config, transport.get_remote_server_key())
         if config.sftp_key_file:
