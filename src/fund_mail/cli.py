@@ -98,6 +98,19 @@ def once_parser() -> argparse.ArgumentParser:
         help="with --print-task-xml: the folder holding fund_mail_once.exe (default c:\\fund_mail)",
     )
     parser.add_argument(
+        "--task-user",
+        default="",
+        metavar="DOMAIN\\USER",
+        help="with --print-task-xml: the account that runs the task (default: you)",
+    )
+    parser.add_argument(
+        "--task-logon",
+        choices=("password", "s4u"),
+        default="password",
+        help="with --print-task-xml: password (stored with the task; network shares work) or "
+        "s4u (no password stored; local folders only). See INSTALL.md step 4",
+    )
+    parser.add_argument(
         "--demo",
         action="store_true",
         help="run the real pipeline against the built-in Graph emulator",
@@ -106,22 +119,22 @@ def once_parser() -> argparse.ArgumentParser:
 
 
 def print_task_xml(args: argparse.Namespace) -> int:
-    from fund_mail.admin.schtasks import schtasks_command, task_xml, write_task_xml
+    from fund_mail.admin.schtasks import current_user, schtasks_command, task_xml, write_task_xml
 
-    user = "%USERDOMAIN%\\%USERNAME%"
+    user, logon = args.task_user or current_user(), args.task_logon
     if args.print_task_xml == "-":
         target = args.install_dir.rstrip("\\/") + "\\fund_mail_once_task.xml"
-        print(task_xml(args.install_dir, user), end="")
+        print(task_xml(args.install_dir, user, logon), end="")
         # The hint goes to stderr so that stdout stays a clean XML document.
         print(
             f"To import: fund_mail_once --print-task-xml {target}\n"
-            f"then, in an administrator console: {schtasks_command(target, user)}",
+            f"then, in an administrator console: {schtasks_command(target, user, logon)}",
             file=sys.stderr,
         )
     else:
-        write_task_xml(args.print_task_xml, args.install_dir, user)
+        write_task_xml(args.print_task_xml, args.install_dir, user, logon)
         print(f"Wrote {args.print_task_xml}. Import it in an administrator console with:")
-        print(f"  {schtasks_command(args.print_task_xml, user)}")
+        print(f"  {schtasks_command(args.print_task_xml, user, logon)}")
     return int(ExitCode.OK)
 
 
