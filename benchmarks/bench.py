@@ -352,7 +352,7 @@ def main() -> int:
     parser.add_argument(
         "--exe",
         type=Path,
-        default=ROOT / "dist" / "fund_mail_once",
+        default=ROOT / "dist" / "fund_mail_once" / "fund_mail_once",
         help="the built executable for the exe scenario (skipped if missing)",
     )
     args = parser.parse_args()

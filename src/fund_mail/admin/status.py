@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
+from fund_mail.archive.fsutil import lock_holder
 from fund_mail.archive.index import INDEX_NAME
 from fund_mail.archive.quarantine import quarantined
 from fund_mail.archive.rows import local_time, parse_graph_time
@@ -26,6 +28,21 @@ def _query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+LOCKS = ("fund_mail_once", "fund_mail_one_day", "fund_mail_delivery")
+
+
+def _locks(data_dir: Path) -> str:
+    """Which commands are running now, since when, and as which process."""
+    held = []
+    for name in LOCKS:
+        holder = lock_holder(data_dir / f"{name}.lock")
+        if holder:
+            pid, started = holder
+            age = max(0, int(time.time()) - started)
+            held.append(f"{name} held by PID {pid} for {age // 60} min {age % 60} s")
+    return "; ".join(held) if held else "none held (no run in progress)"
+
+
 def status_report(config: Config) -> str:
     lines = [f"fund_mail status for {config.email_id} (DATA_DIR {config.data_dir})"]
     try:
@@ -42,6 +59,7 @@ def status_report(config: Config) -> str:
                 f"  cursor:            {moment.strftime('%Y-%m-%d %H:%M:%S')} UTC = "
                 f"{local_time(moment, config.tz)} {config.timezone}"
             )
+    lines.append(f"  locks:             {_locks(config.data_dir)}")
     held = quarantined(config.data_dir)
     if held:
         name, error = held[-1]

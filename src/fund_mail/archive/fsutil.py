@@ -152,20 +152,26 @@ def write_atomic(dest: Path, data: bytes | str) -> None:
         out.write(data)
 
 
+# Windows locks a byte range, and a locked range cannot be read by others: the lock sits well
+# past the holder's details, so --status can read them while the lock is held.
+LOCK_BYTE = 4096
+
+
 class RunLock:
     """An OS file lock: released by the OS even when the process is killed, so never stale.
 
-    The lock file holds the holder's PID and start time, which --status shows.
+    The lock file holds "<pid> <unix start time>" while held, which --status shows; it is
+    emptied on a clean release.
     """
 
     def __init__(self, path: Path, command: str) -> None:
         self.path = path
         self.command = command
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(self.path, "a+", encoding="ascii")
+        handle = open(self.path, "a+b")  # noqa: SIM115 - held until __exit__
         try:
             _lock(handle)
         except OSError as e:
@@ -175,37 +181,59 @@ class RunLock:
                 "this run exits without doing anything. If no other run exists, the lock is "
                 "released automatically when that process ends."
             ) from e
-        # Byte 0 carries the lock on Windows; the holder's details follow it.
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()} {int(time.time())}")
+        handle.truncate(0)
+        handle.write(f"{os.getpid()} {int(time.time())}".encode("ascii"))
         handle.flush()
         self._file = handle
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._file is not None:
+            self._file.truncate(0)
+            self._file.flush()
             _unlock(self._file)
             self._file.close()
             self._file = None
 
 
+def lock_holder(path: Path) -> tuple[int, int] | None:
+    """(pid, unix start time) of the process holding the lock at path; None when it is free.
+
+    Reads only. An empty file is free; otherwise a brief non-blocking lock attempt tells a
+    live holder from one that was killed (the OS released its lock, its details remain).
+    """
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError:
+        return None
+    with handle:
+        text = handle.read(64).decode("ascii", "replace").split()
+        if len(text) != 2 or not all(part.isdigit() for part in text):
+            return None
+        try:
+            _lock(handle)
+        except OSError:
+            return int(text[0]), int(text[1])
+        _unlock(handle)
+        return None
+
+
 if os.name == "nt":
     import msvcrt
 
-    def _lock(handle: IO[str]) -> None:
-        handle.seek(0)
+    def _lock(handle: IO[bytes]) -> None:
+        handle.seek(LOCK_BYTE)
         msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
 
-    def _unlock(handle: IO[str]) -> None:
-        handle.seek(0)
+    def _unlock(handle: IO[bytes]) -> None:
+        handle.seek(LOCK_BYTE)
         msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
 
 else:
     import fcntl
 
-    def _lock(handle: IO[str]) -> None:
+    def _lock(handle: IO[bytes]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
 
-    def _unlock(handle: IO[str]) -> None:
+    def _unlock(handle: IO[bytes]) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
