@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     AUTH = 4  # the token endpoint refused us (wrong secret, unknown tenant, ...)
     ACCESS_DENIED = 5  # Graph refused the mailbox (permission or access policy)
     STATE_CORRUPT = 6  # LAST_TIME.json or the archive index cannot be read
+    INCOMPLETE = 7  # a check found the archive incomplete or altered (audit --dry-run, --verify)
 
 
 class FundMailError(Exception):
@@ -70,6 +71,12 @@ class GraphError(FundMailError):
 
 class RunFailed(FundMailError):
     """Part of the work failed (for example some days of a range); the rest is done."""
+
+
+class IncompleteError(FundMailError):
+    """A check found the archive incomplete or altered; nothing was changed."""
+
+    exit_code = ExitCode.INCOMPLETE
 
 
 class DeliveryError(FundMailError):

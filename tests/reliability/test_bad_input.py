@@ -257,8 +257,9 @@ def test_odd_messages_are_archived(config, graph, now, tmp_path, case, fields):
 
 
 def test_malformed_messages_do_not_block_the_mailbox(env_file, graph, data_dir, now):
-    """Null or missing fields: archived with a note. No id: quarantined with its raw JSON and
-    the error, listed by --status; the run goes on and exits 0 with a warning."""
+    """Null or missing fields: archived with a note. Attachments that cannot be stored:
+    quarantined with the raw JSON and the error, listed by --status; the run goes on and
+    exits 0 with a warning."""
     from fund_mail.archive.cursor import read_cursor
 
     assert run_cli("fund_mail_once", "--env-file", str(env_file)).returncode == 0
@@ -267,11 +268,15 @@ def test_malformed_messages_do_not_block_the_mailbox(env_file, graph, data_dir, 
         now + timedelta(minutes=2),
         broken={"receivedDateTime": None, "body": None, "from": ..., "sender": None},
     )
-    graph.mailbox.add_message(now + timedelta(minutes=3), subject="no id", broken={"id": None})
+    graph.mailbox.add_message(
+        now + timedelta(minutes=3), subject="bad", broken={"attachments": [{"name": "x.pdf"}]}
+    )
     last = graph.mailbox.add_message(now + timedelta(minutes=4), subject="good 2")
     result = run_cli("fund_mail_once", "--env-file", str(env_file))
     assert result.returncode == 0, result.stderr
-    assert "could not be archived (cannot be stored: it has no id)" in result.stderr
+    assert "could not be archived (cannot be stored: its attachments list is malformed)" in (
+        result.stderr
+    )
     assert "1 message(s) set aside in DATA_DIR/quarantine" in result.stdout
     rows = {r["email_id"]: r for r in archived_rows(data_dir)}
     assert set(rows) == {first.immutable_id, odd.immutable_id, last.immutable_id}
@@ -282,14 +287,14 @@ def test_malformed_messages_do_not_block_the_mailbox(env_file, graph, data_dir, 
     )
     [held] = (data_dir / "quarantine").iterdir()
     record = json.loads(held.read_text(encoding="utf-8"))
-    assert record["message"]["subject"] == "no id" and "no id" in record["error"]
+    assert record["message"]["subject"] == "bad" and "attachments" in record["error"]
     assert read_cursor(data_dir).last_email_id == last.immutable_id
     status = run_cli("fund_mail_once", "--env-file", str(env_file), "--status")
     assert "quarantine:        1 message(s) could not be stored" in status.stdout
     again = run_cli("fund_mail_once", "--env-file", str(env_file))
     assert again.returncode == 0 and "quarantine" not in again.stdout
     assert len(archived_rows(data_dir)) == 3 and len(list(held.parent.iterdir())) == 1
-    CASES_RUN.extend(["message with null fields", "message without an id"])
+    CASES_RUN.extend(["message with null fields", "message with malformed attachments"])
 
 
 def test_non_ascii_data_dir(graph, tmp_path, now):
