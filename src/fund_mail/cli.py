@@ -527,8 +527,13 @@ def pst_main(argv: list[str] | None = None) -> int:
             if sys.stderr.isatty():
                 from tqdm import tqdm
 
-                bar = tqdm(total=total, unit="item", file=sys.stderr)
-                return lambda: bar.update(1)
+                created = tqdm(total=total, unit="item", file=sys.stderr)
+                bar = created
+
+                def advance() -> None:
+                    created.update(1)
+
+                return advance
             seen = [0]
 
             def tick() -> None:

@@ -152,7 +152,10 @@ def connect(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
         else:
             transport.auth_password(config.sftp_user, config.sftp_password)
         sftp = paramiko.SFTPClient.from_transport(transport)
-        sftp.get_channel().settimeout(config.sftp_timeout)
+        channel = sftp.get_channel() if sftp is not None else None
+        if sftp is None or channel is None:
+            raise DeliveryError(f"The SFTP server {where} refused the sftp subsystem.")
+        channel.settimeout(config.sftp_timeout)
         return transport, sftp
     except DeliveryError:
         transport.close()

@@ -430,7 +430,12 @@ def run_once(
             return RunResult(
                 baseline=True, seconds=time.monotonic() - started, requests=client.requests_made
             )
-        if since is None and cursor.archive_floor is None and not index.has_archived():
+        if (
+            since is None
+            and cursor is not None
+            and cursor.archive_floor is None
+            and not index.has_archived()
+        ):
             # A LAST_TIME.json from the previous tool: it archived up to its cursor.
             index.record_baseline([(cursor.last_email_id, graph_time(cursor.last_fetch_time))])
         plan = plan_scan(cursor, since, timedelta(minutes=config.overlap_minutes))

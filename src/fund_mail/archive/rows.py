@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -127,7 +128,7 @@ def message_row(
     mailbox: str,
     sent_folder_id: str | None,
     tz: ZoneInfo,
-    notes: list[str] = (),
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """One fund_mail row (without id) from a Graph message dict.
 

@@ -53,7 +53,9 @@ def insert_message(
         f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
         [row[c] for c in MAIL_COLUMNS],
     )
-    parent_id = int(cursor.lastrowid)
+    parent_id = cursor.lastrowid
+    if parent_id is None:
+        raise sqlite3.DatabaseError("the archive DB gave no row id for an inserted message")
     for attachment in attachments:
         values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
         conn.execute(

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import msal
 import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
+from msal.exceptions import MsalServiceError
 
 from fund_mail.config import Config
 from fund_mail.errors import AuthError, RunFailed
@@ -122,15 +123,16 @@ class TokenProvider:
         with self._lock:
             if force_refresh:
                 self._app.remove_tokens_for_client()
+            result: dict = {}
             for attempt in range(TRANSIENT_RETRIES + 1):
                 try:
-                    result = self._app.acquire_token_for_client(scopes=[self.scope])
+                    result = self._app.acquire_token_for_client(scopes=[self.scope]) or {}
                 except requests.RequestException as e:
                     if is_certificate_error(e):
                         raise certificate_problem(self.authority, e) from e
                     # urllib3 retried the connection; a body cut off mid-way ends up here.
                     result = {"error": "request_timeout", "error_description": type(e).__name__}
-                except msal.exceptions.MsalServiceError as e:
+                except MsalServiceError as e:
                     # msal raises instead of returning a dict for some 5xx answers.
                     result = {"error": "server_error", "error_description": str(e)}
                 if "access_token" in result or not is_transient(result):

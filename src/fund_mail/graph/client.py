@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -57,7 +57,7 @@ def read_ahead(pages: Iterator[T]) -> Iterator[T]:
         upcoming = worker.submit(next, pages, _END)
         while (page := upcoming.result()) is not _END:
             upcoming = worker.submit(next, pages, _END)
-            yield page
+            yield cast(T, page)
 
 
 def _received_or_none(message: dict) -> datetime | None:
@@ -73,7 +73,7 @@ class NotDownloadable(GraphError):
     """The attachment has no bytes to fetch (a reference attachment: Graph answers 405)."""
 
 
-def graph_error(response: requests.Response) -> GraphError:
+def graph_error(response: requests.Response) -> GraphError | AccessDeniedError:
     """Turn a Graph error response into an exception with the code and message it carries."""
     try:
         error = response.json().get("error", {})
