@@ -61,10 +61,25 @@ def sweep_partials(folder: Path, older_than: float = STALE_AFTER) -> int:
     return removed
 
 
+SWEEP_RECENT = 7 * 24 * 3600.0
+
+
 def sweep_stale_partials(data_dir: Path) -> int:
-    """sweep_partials over every folder the tool writes in: DATA_DIR, its day folders and their
-    attach/ folders, and quarantine/."""
-    folders = [data_dir, *data_dir.glob("*/"), *data_dir.glob("*/attach/")]
+    """sweep_partials over the folders the tool writes in: DATA_DIR, its day folders and their
+    attach/ folders, quarantine/.
+
+    Only folders changed in the last week are listed: creating a partial file changes its
+    folder, and listing years of attachment folders every 5 minutes would cost more than an
+    old hidden leftover ever could.
+    """
+    recent = time.time() - SWEEP_RECENT
+    folders = [data_dir]
+    for folder in [*data_dir.glob("*/"), *data_dir.glob("*/attach/")]:
+        try:
+            if folder.stat().st_mtime >= recent:
+                folders.append(folder)
+        except OSError:
+            continue
     return sum(sweep_partials(folder) for folder in folders)
 
 
