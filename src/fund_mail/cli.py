@@ -479,7 +479,7 @@ def pst_parser() -> argparse.ArgumentParser:
         description="Import a PST backup into TARGET/<pst name>.db (the archive schema) and "
         "TARGET/attach/yyyy_mm_dd/. Run it again to resume; nothing is imported twice.",
         epilog="Exit codes: 0 every item read, 1 some items or attachments could not be read "
-        "(listed in the report), 2 bad arguments or not a PST, 3 the PST is being imported.",
+        "(listed in the report), 2 bad arguments, not a PST, or an OST, 3 the PST is being imported.",
     )
     parser.add_argument("pst_path", metavar="PST_PATH", help="the .pst file")
     parser.add_argument("--target", required=True, metavar="DIR", help="the output folder")

@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlsplit
@@ -22,6 +22,7 @@ from urllib3.exceptions import MaxRetryError
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import atomic_writer
+from fund_mail.archive.rows import parse_graph_time
 from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
@@ -62,9 +63,7 @@ def read_ahead(pages: Iterator[T]) -> Iterator[T]:
 
 def _received_or_none(message: dict) -> datetime | None:
     try:
-        return datetime.strptime(
-            str(message.get("receivedDateTime")), "%Y-%m-%dT%H:%M:%SZ"
-        ).replace(tzinfo=UTC)
+        return parse_graph_time(str(message.get("receivedDateTime")))
     except ValueError:
         return None  # a malformed date cannot bound the next page; the message is still listed
 

@@ -28,12 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from fund_mail.archive.rows import graph_time
+
 SECOND_OVERLAP = 50  # known messages re-read per step inside one second, to detect a shift
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def graph_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
