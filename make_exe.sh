@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Build a standalone executable with PyInstaller: one file, everything bundled (tzdata, certifi,
-# the schema). Works on Linux and in Git Bash on Windows (where the result is dist/NAME.exe).
+# Build a standalone executable with PyInstaller, everything bundled (tzdata, certifi, the
+# schema). Works on Linux and in Git Bash on Windows (where the results end in .exe).
+#   fund_mail_once: a folder, dist/fund_mail_once/ (fund_mail_once.exe and _internal\). It runs
+#     every 5 minutes: nothing to unpack per run, no _MEI temp folders left behind when Task
+#     Scheduler ends it, and one process, so no orphaned child keeps holding the lock.
+#   fund_mail_one_day, fund_mail_pst: one file each, dist/NAME(.exe), run by hand.
 # Usage: ./make_exe.sh [fund_mail_once|fund_mail_one_day|fund_mail_pst]   (default: fund_mail_once)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,7 +19,9 @@ esac
 if command -v uv >/dev/null 2>&1; then uv=(uv); else uv=(python3 -m uv); fi
 # --extra pst: fund_mail_pst bundles libpff (pypff); the others simply do not import it.
 "${uv[@]}" sync --quiet --group build --extra pst
-"${uv[@]}" run --group build pyinstaller --noconfirm --log-level WARN --onefile --name "$name" \
+if [ "$name" = fund_mail_once ]; then layout=--onedir; else layout=--onefile; fi
+rm -rf "dist/$name" "dist/$name.exe"
+"${uv[@]}" run --group build pyinstaller --noconfirm --log-level WARN "$layout" --name "$name" \
   --collect-data tzdata --collect-data certifi --collect-data fund_mail \
   --specpath build --workpath "build/$name" --distpath dist \
   src/fund_mail/cli.py

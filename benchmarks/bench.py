@@ -483,7 +483,7 @@ def main() -> int:
     parser.add_argument(
         "--exe",
         type=Path,
-        default=ROOT / "dist" / "fund_mail_once",
+        default=ROOT / "dist" / "fund_mail_once" / "fund_mail_once",
         help="the built executable for the exe scenario (left out if missing, unless named "
         "in --only or run in CI)",
     )

@@ -184,3 +184,36 @@ def test_imap_xoauth2_needs_the_app_registration(tmp_path):
         )
     )
     assert "CLIENT_SECRET is missing" in found
+
+
+def test_a_leading_tilde_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    config = config_from_values(good(tmp_path, DATA_DIR="~/fm", LOG_DIR="~/fm/logs"))
+    assert config.data_dir == tmp_path / "fm" and config.log_dir == tmp_path / "fm" / "logs"
+
+
+def test_the_longest_path_the_tool_writes_fits_the_budget():
+    from fund_mail.archive.fsutil import partial_path
+    from fund_mail.archive.rows import phy_file_name
+    from fund_mail.config import LONGEST_RELATIVE_PATH
+
+    name = phy_file_name("m", "a", "x.abcdefghij", "#microsoft.graph.fileAttachment")
+    deepest = partial_path(Path("2025_06_30") / "attach" / name)
+    import threading
+
+    pid_and_thread = len(f"{os.getpid()}{threading.get_ident()}")
+    worst = len(str(deepest)) - pid_and_thread + len(f"{2**32}{2**64}")  # the widest ones
+    assert worst <= LONGEST_RELATIVE_PATH
+
+
+def test_dollar_braces_are_kept_literally(tmp_path, monkeypatch):
+    """python-dotenv would replace ${ss} (even inside single quotes): the password must not
+    change behind the operator's back."""
+    monkeypatch.setenv("ss", "EXPANDED")
+    env = tmp_path / ".env"
+    lines = [f"{k}={v}" for k, v in good(tmp_path, HOST="sftp.example").items()]
+    for written in ("pa${ss}word", "'pa${ss}word'", '"pa${ss}word"'):
+        body = lines + ["SFTP_ID=u", "SFTP_BASE_DIR=/in", f"SFTP_PW={written}"]
+        env.write_text("\n".join(body) + "\n")
+        assert load_config(str(env)).sftp_password == "pa${ss}word"

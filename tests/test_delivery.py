@@ -280,9 +280,78 @@ def test_openssh_read_only_server_keeps_the_queue(graph, data_dir, tmp_path, now
         server.stop()
 
 
+@needs_sshd
+def test_ssh_rsa_known_hosts_line_from_the_hint_works(graph, data_dir, tmp_path, now):
+    """OpenSSH refuses SHA-1 signatures, and a known_hosts line says ssh-rsa for every RSA key:
+    the client must ask for rsa-sha2-512/256 as OpenSSH does. The line the tool prints for an
+    unknown host is the line that then works."""
+    server = SshdServer(tmp_path / "sshd-rsa", host_key_type="rsa").start()
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        values = {**graph.env_values(data_dir), **server.env(tmp_path / "rsa-target")}
+        values.update(SFTP_HOST_KEY="", SFTP_KNOWN_HOSTS=str(known_hosts))
+        config = config_from_values(values)
+        archive_some(config, graph, now)
+        with pytest.raises(DeliveryError, match="is not known") as caught:
+            deliver(config)
+        line = next(x for x in str(caught.value).splitlines() if x.startswith("[127.0.0.1]"))
+        known_hosts.write_text(line + "\n")
+        assert deliver(config).delivered_dbs == 1
+    finally:
+        server.stop()
+
+
 def test_async_server_fixture_is_independent(tmp_path):
     server = AsyncSftpServer(tmp_path / "root").start()
     try:
         assert server.port > 0 and server.fingerprint.startswith("SHA256:")
     finally:
         server.stop()
+
+
+HOSTILE = [
+    ("../outside", "secret.txt"),
+    ("/etc", "passwd"),
+    ("c:/Windows", "win.ini"),
+    ("2025_06_30\\..\\..", "secret.txt"),
+    ("2025_06_30/attach", "../../../secret.txt"),
+    ("", "secret.txt"),
+]
+
+
+@pytest.mark.parametrize(("folder", "name"), HOSTILE)
+def test_paths_read_back_from_a_db_stay_inside_data_dir(
+    sftp_config, sftp_server, graph, now, tmp_path, folder, name
+):
+    """A DB edited (or forged) to name a file outside DATA_DIR: that DB is refused and
+    reported, nothing of it is sent; the DBs after it are still delivered."""
+    import sqlite3
+
+    (tmp_path / "secret.txt").write_text("not archive data")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("not archive data")
+    forged = archive_some(sftp_config, graph, now, count=1).db_path
+    with sqlite3.connect(forged) as conn:
+        conn.execute(
+            "UPDATE fund_mail_attach SET save_folder = ?, phy_file_name = ?", (folder, name)
+        )
+    conn.close()
+    good = archive_some(sftp_config, graph, now, count=1, offset=5).db_path
+    with pytest.raises(DeliveryError, match="points outside DATA_DIR: refused"):
+        deliver(sftp_config)
+    landed = remote_files(sftp_server.root)
+    assert not [p for p in landed if "secret" in p or forged.name in p]
+    assert any(p.endswith(good.name) for p in landed), "the next DB still goes"
+    assert queued(sftp_config) == [forged.relative_to(sftp_config.data_dir).as_posix()]
+
+
+def test_remote_sweep_removes_only_our_partials(sftp_config, sftp_server, graph, now):
+    result = archive_some(sftp_config, graph, now, count=1)
+    day = sftp_server.root / "archive" / result.db_path.parent.name
+    day.mkdir(parents=True)
+    ours, theirs = ".fm_x.db.0123abcd.part", [".notes.part", "report.part", ".a.db.xyz.part"]
+    for name in [ours, *theirs]:
+        (day / name).write_text("x")
+    deliver(sftp_config)
+    left = {p.name for p in day.iterdir()}
+    assert ours not in left and set(theirs) <= left

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
+from fund_mail.archive.fsutil import private_files
 from fund_mail.config import Config, load_config
 from fund_mail.engine import RunResult
 from fund_mail.errors import (
@@ -19,7 +19,7 @@ from fund_mail.errors import (
     RunFailed,
     UsageError,
 )
-from fund_mail.logs import REDACTOR, label, setup_logging
+from fund_mail.logs import REDACTOR, ensure_console, label, setup_logging
 from fund_mail.version import __version__
 
 log = logging.getLogger("fund_mail.cli")
@@ -101,26 +101,39 @@ def once_parser() -> argparse.ArgumentParser:
         metavar="FOLDER",
         help="with --print-task-xml: the folder holding fund_mail_once.exe (default c:\\fund_mail)",
     )
+    parser.add_argument(
+        "--task-user",
+        default="",
+        metavar="DOMAIN\\USER",
+        help="with --print-task-xml: the account that runs the task (default: you)",
+    )
+    parser.add_argument(
+        "--task-logon",
+        choices=("password", "s4u"),
+        default="password",
+        help="with --print-task-xml: password (stored with the task; network shares work) or "
+        "s4u (no password stored; local folders only). See INSTALL.md step 4",
+    )
     return parser
 
 
 def print_task_xml(args: argparse.Namespace) -> int:
-    from fund_mail.admin.schtasks import schtasks_command, task_xml, write_task_xml
+    from fund_mail.admin.schtasks import current_user, schtasks_command, task_xml, write_task_xml
 
-    user = "%USERDOMAIN%\\%USERNAME%"
+    user, logon = args.task_user or current_user(), args.task_logon
     if args.print_task_xml == "-":
         target = args.install_dir.rstrip("\\/") + "\\fund_mail_once_task.xml"
-        print(task_xml(args.install_dir, user), end="")
+        print(task_xml(args.install_dir, user, logon), end="")
         # The hint goes to stderr so that stdout stays a clean XML document.
         print(
             f"To import: fund_mail_once --print-task-xml {target}\n"
-            f"then, in an administrator console: {schtasks_command(target, user)}",
+            f"then, in an administrator console: {schtasks_command(target, user, logon)}",
             file=sys.stderr,
         )
     else:
-        write_task_xml(args.print_task_xml, args.install_dir, user)
+        write_task_xml(args.print_task_xml, args.install_dir, user, logon)
         print(f"Wrote {args.print_task_xml}. Import it in an administrator console with:")
-        print(f"  {schtasks_command(args.print_task_xml, user)}")
+        print(f"  {schtasks_command(args.print_task_xml, user, logon)}")
     return int(ExitCode.OK)
 
 
@@ -239,6 +252,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def once_main(argv: list[str] | None = None) -> int:
+    ensure_console()
+    private_files()
     parser = once_parser()
     args = parser.parse_args(argv)
     if args.upload_only and args.no_upload:
@@ -262,11 +277,17 @@ def once_main(argv: list[str] | None = None) -> int:
         if args.since:
             try:
                 since = parse_datetime_arg(args.since, config.tz)
-            except ValueError as e:
+            except (ValueError, OverflowError) as e:
                 raise UsageError(
                     f"--since {args.since!r} is not a date or date-time such as 2025-06-30 or "
                     "2025-06-30T09:00"
                 ) from e
+            if since > datetime.now(config.tz):
+                raise UsageError(
+                    f"--since {args.since!r} is in the future (now is "
+                    f"{datetime.now(config.tz):%Y-%m-%d %H:%M} in TIMEZONE): nothing after it "
+                    "has arrived yet; pick a time up to now"
+                )
 
         def body() -> RunResult | None:
             result = None
@@ -381,6 +402,8 @@ class _Progress:
 
 
 def one_day_main(argv: list[str] | None = None) -> int:
+    ensure_console()
+    private_files()
     parser = one_day_parser()
     args = parser.parse_args(argv)
     if args.dry_run and not args.audit:
@@ -504,6 +527,8 @@ def pst_parser() -> argparse.ArgumentParser:
 
 
 def pst_main(argv: list[str] | None = None) -> int:
+    ensure_console()
+    private_files()
     from pathlib import Path
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -531,8 +556,13 @@ def pst_main(argv: list[str] | None = None) -> int:
             if sys.stderr.isatty():
                 from tqdm import tqdm
 
-                bar = tqdm(total=total, unit="item", file=sys.stderr)
-                return lambda: bar.update(1)
+                created = tqdm(total=total, unit="item", file=sys.stderr)
+                bar = created
+
+                def advance() -> None:
+                    created.update(1)
+
+                return advance
             seen = [0]
 
             def tick() -> None:
@@ -561,10 +591,28 @@ ENTRY_POINTS = {
 }
 
 
+def program_command(argv0: str) -> str | None:
+    """The command a program's file name names, case-insensitively, also for a renamed copy
+    such as "fund_mail_once (1).exe" or "Fund_Mail_One_Day - Copy.exe"; None when unclear."""
+    name = re.split(r"[\\/]", argv0)[-1].lower().removesuffix(".exe")
+    for command in ENTRY_POINTS:
+        if re.match(rf"{command}(?![a-z0-9_])", name):
+            return command
+    return None
+
+
 def main_for_program() -> int:
     """The PyInstaller executables run this file; the program's own name picks the command."""
-    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-    return ENTRY_POINTS.get(name, once_main)()
+    command = program_command(sys.argv[0])
+    if command is None:
+        ensure_console()
+        print(
+            f"fund_mail: cannot tell which command {sys.argv[0]!r} is from its name: rename it "
+            "to fund_mail_once.exe, fund_mail_one_day.exe or fund_mail_pst.exe",
+            file=sys.stderr,
+        )
+        return int(ExitCode.CONFIG)
+    return ENTRY_POINTS[command]()
 
 
 if __name__ == "__main__":

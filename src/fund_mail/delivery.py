@@ -11,6 +11,7 @@ import base64
 import hashlib
 import logging
 import posixpath
+import re
 import socket
 import sqlite3
 import uuid
@@ -22,11 +23,21 @@ import paramiko
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock
 from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.store import open_readonly
 from fund_mail.config import Config
 from fund_mail.errors import DeliveryError, LockedError
 from fund_mail.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+# .<name>.<8 hex>.part: the only shape of temporary name this tool uploads under.
+REMOTE_PARTIAL_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
+
+
+def remote_partial_name(remote: str) -> str:
+    name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
+    return posixpath.join(posixpath.dirname(remote), name)
+
 
 # A server that cannot be reached, or drops the connection before the SSH session is set up, is
 # tried again a few times in the run (backoff: RETRY_BACKOFF); the outbox keeps the rest for the
@@ -101,13 +112,19 @@ def verify_host_key(config: Config, key: paramiko.PKey) -> None:
         )
 
 
+# known_hosts names an RSA key "ssh-rsa" whatever signature it makes; servers (OpenSSH 8.8+)
+# and paramiko refuse the SHA-1 "ssh-rsa" signature, so ask for the SHA-2 ones, as OpenSSH does.
+SIGNATURES_OF = {"ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256"]}
+
+
 def _preferred_key_types(config: Config) -> list[str]:
     """Ask for the key types known_hosts has, as OpenSSH does, so a known host is not refused
     merely because the server would have preferred another of its keys."""
     if config.sftp_host_key:
         return []
     name = known_hosts_name(config.sftp_host, config.sftp_port)
-    return list((_load_known_hosts(_known_hosts_path(config)).lookup(name) or {}).keys())
+    known = (_load_known_hosts(_known_hosts_path(config)).lookup(name) or {}).keys()
+    return [signature for kind in known for signature in SIGNATURES_OF.get(kind, [kind])]
 
 
 def _private_key(config: Config) -> paramiko.PKey:
@@ -144,9 +161,10 @@ def _connect_once(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClie
     transport.banner_timeout = transport.auth_timeout = config.sftp_timeout
     try:
         preferred = _preferred_key_types(config)
-        if preferred:
-            options = transport.get_security_options()
-            options.key_types = [t for t in options.key_types if t in preferred] or preferred
+        options = transport.get_security_options()
+        usable = [t for t in options.key_types if t in preferred]
+        if usable:  # none usable (e.g. only ssh-dss known): verify_host_key refuses it clearly
+            options.key_types = usable
         transport.start_client(timeout=config.sftp_timeout)
         verify_host_key(config, transport.get_remote_server_key())
         if config.sftp_key_file:
@@ -154,7 +172,10 @@ def _connect_once(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClie
         else:
             transport.auth_password(config.sftp_user, config.sftp_password)
         sftp = paramiko.SFTPClient.from_transport(transport)
-        sftp.get_channel().settimeout(config.sftp_timeout)
+        channel = sftp.get_channel() if sftp is not None else None
+        if sftp is None or channel is None:
+            raise DeliveryError(f"The SFTP server {where} refused the sftp subsystem.")
+        channel.settimeout(config.sftp_timeout)
         return transport, sftp
     except DeliveryError:
         transport.close()
@@ -214,10 +235,10 @@ class Uploader:
         self._made.add(remote_dir)
 
     def _sweep_partials(self, remote_dir: str) -> None:
-        """Remove .part files that killed uploads left behind. Safe: we hold the delivery lock,
-        so no upload of ours is in flight, and .part names are never read downstream."""
+        """Remove .part files that killed uploads of ours left behind, by their exact shape
+        only. Safe: we hold the delivery lock, so no upload of ours is in flight."""
         for name in self.sftp.listdir(remote_dir):
-            if name.startswith(".") and name.endswith(".part"):
+            if REMOTE_PARTIAL_RE.match(name):
                 self._remove_quietly(posixpath.join(remote_dir, name))
 
     def put(self, local: Path, remote: str) -> int:
@@ -229,9 +250,7 @@ class Uploader:
                 return 0  # already delivered by an earlier, interrupted run
         except FileNotFoundError:
             pass
-        temporary = posixpath.join(
-            posixpath.dirname(remote), f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
-        )
+        temporary = remote_partial_name(remote)
 
         def progress(sent: int, total: int) -> None:
             if total and sent >= total // 2:
@@ -270,14 +289,40 @@ class Uploader:
             pass
 
 
+class UnsafePath(DeliveryError):
+    """A DB names a file outside DATA_DIR: that DB is refused, the others still go."""
+
+
+def inside_data_dir(data_dir: Path, relative: object, db_relative: str) -> Path:
+    """The local file a path read back from the index or an archive DB names, refused when it
+    could point outside DATA_DIR (.., absolute, a drive letter, a backslash) on any system."""
+    text = relative if isinstance(relative, str) else ""
+    parts = text.split("/")
+    if (
+        not text
+        or re.search(r"[\\:\x00]", text)
+        or text.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise UnsafePath(
+            f"{db_relative} names the file {relative!r}, which points outside DATA_DIR: "
+            "refused, nothing of this DB was sent. The DB may have been edited by hand; "
+            "restore it from a backup or remove it from the outbox."
+        )
+    return data_dir.joinpath(*parts)
+
+
 def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
     """(local path, path relative to the base dir) for each attachment of a DB, then the DB."""
-    db_path = data_dir / db_relative
-    with sqlite3.connect(f"file:{db_path.as_posix()}?mode=ro", uri=True) as conn:
+    db_path = inside_data_dir(data_dir, db_relative, db_relative)
+    with open_readonly(db_path) as conn:
         rows = conn.execute(
             "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
         ).fetchall()
-    files = [(data_dir / folder / name, f"{folder}/{name}") for folder, name in rows]
+    files = []
+    for folder, name in rows:
+        relative = f"{folder}/{name}" if isinstance(folder, str) and isinstance(name, str) else None
+        files.append((inside_data_dir(data_dir, relative, db_relative), str(relative)))
     return files + [(db_path, db_relative)]
 
 
@@ -304,24 +349,38 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
             raise
         try:
             uploader = Uploader(config, sftp)
-            delivered: set[str] = set()
-            while pending := [d for d in index.queued() if d not in delivered]:
+            done: set[str] = set()
+            refused: list[UnsafePath] = []
+            while pending := [d for d in index.queued() if d not in done]:
                 for db_relative in pending:
-                    _deliver_one(config, index, uploader, db_relative, report)
-                    delivered.add(db_relative)
+                    done.add(db_relative)
+                    try:
+                        _deliver_one(config, index, uploader, db_relative, report)
+                    except UnsafePath as e:
+                        log.error("%s", e)
+                        refused.append(e)
         finally:
             transport.close()
+        if refused:
+            raise DeliveryError("\n".join(str(e) for e in refused))
         return report
     except DeliveryError as e:
         queued = index.queued()
         report.queued_dbs = len(queued)
-        report.queued_files = sum(len(files_of(config.data_dir, d)) for d in queued)
+        report.queued_files = sum(_file_count(config.data_dir, d) for d in queued)
         raise DeliveryError(
             f"{e}\nDelivery stopped: {report.summary()}. The archive is safe "
             "locally and the next run delivers the queue."
         ) from e
     finally:
         lock.__exit__(None, None, None)
+
+
+def _file_count(data_dir: Path, db_relative: str) -> int:
+    try:
+        return len(files_of(data_dir, db_relative))
+    except (DeliveryError, OSError, sqlite3.Error):
+        return 1
 
 
 def _deliver_one(

@@ -20,9 +20,16 @@ from typing import TYPE_CHECKING
 
 from fund_mail import crashpoints
 from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
-from fund_mail.archive.fsutil import RunLock
+from fund_mail.archive.fsutil import RunLock, sweep_stale_partials
 from fund_mail.archive.index import ArchiveIndex, AuditCounts
-from fund_mail.archive.rows import graph_time, message_row, parse_graph_time
+from fund_mail.archive.quarantine import quarantine
+from fund_mail.archive.rows import (
+    graph_time,
+    message_row,
+    parse_graph_time,
+    received_text,
+    unstorable_reason,
+)
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
 from fund_mail.errors import (
@@ -128,6 +135,7 @@ class RunResult:
     db_paths: list[Path] = field(default_factory=list)
     baseline: bool = False
     requests: int = 0
+    quarantined: int = 0
 
     @property
     def db_path(self) -> Path | None:
@@ -138,6 +146,7 @@ class RunResult:
         self.attachments += other.attachments
         self.bytes += other.bytes
         self.db_paths += other.db_paths
+        self.quarantined += other.quarantined
 
     def summary(self, command: str) -> str:
         where = str(self.db_path) if self.db_path else "no mail to archive, no DB written"
@@ -145,6 +154,8 @@ class RunResult:
             where = f"{len(self.db_paths)} DBs, the last {self.db_path}"
         if self.baseline:
             where = "baseline recorded, nothing archived"
+        if self.quarantined:
+            where += f"; {self.quarantined} message(s) set aside in DATA_DIR/quarantine"
         return (
             f"{command}: {self.messages} messages, {self.attachments} attachments, "
             f"{self.bytes} bytes, {self.seconds:.1f} s, {where}"
@@ -194,6 +205,7 @@ class Archiver:
         batch_db: _PendingDb | None = None
         try:
             for page in pages:
+                page = self._set_aside_unstorable(page, result)
                 batch = [m for m in page if not m.get("isDraft")]
                 if dedupe and batch:
                     known = self.index.known_ids(m["id"] for m in batch)
@@ -229,17 +241,38 @@ class Archiver:
         crashpoints.reached("attachments-downloaded")
         sent_items_id = self.folders.sent_items_id
         for message, plan in zip(batch, plans, strict=True):
-            row = message_row(
-                message,
-                folder_path=self.folders.path(message.get("parentFolderId")),
-                mailbox=config.email_id,
-                sent_folder_id=sent_items_id,
-                tz=config.tz,
-                notes=plan.all_notes(),
-            )
+            try:
+                row = message_row(
+                    message,
+                    folder_path=self.folders.path(message.get("parentFolderId")),
+                    mailbox=config.email_id,
+                    sent_folder_id=sent_items_id,
+                    tz=config.tz,
+                    notes=plan.all_notes(),
+                )
+            except Exception as e:  # noqa: BLE001 - one message must not block the rest
+                self._quarantine(message, f"{type(e).__name__}: {e}", result)
+                continue
             pending.db.add(row, plan.rows(save_folder))
             crashpoints.reached("db-partial")
-            pending.ids.append((message["id"], graph_time(received(message))))
+            pending.ids.append((message["id"], received_text(message)))
+
+    def _set_aside_unstorable(self, page: list, result: RunResult) -> list[dict]:
+        """Quarantine the items that cannot become a row at all; keep the rest."""
+        kept = []
+        for message in page:
+            reason = unstorable_reason(message)
+            if reason is None:
+                kept.append(message)
+            else:
+                self._quarantine(message, f"cannot be stored: {reason}", result)
+        return kept
+
+    def _quarantine(self, message: object, error: str, result: RunResult) -> None:
+        path = quarantine(self.config.data_dir, message, error, self.command)
+        if path is not None:
+            result.quarantined += 1
+            log.warning("A message could not be archived (%s); kept in %s", error, path)
 
     def _publish(self, pending: _PendingDb, result: RunResult, exclusive: bool) -> None:
         pending.db.finish()
@@ -286,9 +319,11 @@ class Newest:
     def track(self, pages: Iterable[list[dict]]) -> Iterator[list[dict]]:
         for page in pages:
             for message in page:
+                if unstorable_reason(message):
+                    continue  # quarantined: it cannot be the cursor
                 try:
                     moment = received(message)
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):
                     continue  # no usable date: it cannot be the cursor
                 if moment > self.now + FUTURE_SKEW:
                     self.future += 1
@@ -306,6 +341,7 @@ def exclusive_index(config: Config, command: str, lock_name: str) -> Iterator[Ar
         index = ArchiveIndex(config.data_dir)
         try:
             index.recover(command)
+            sweep_stale_partials(config.data_dir)
             yield index
         finally:
             index.close()
@@ -398,7 +434,12 @@ def run_once(
             return RunResult(
                 baseline=True, seconds=time.monotonic() - started, requests=client.requests_made
             )
-        if since is None and cursor.archive_floor is None and not index.has_archived():
+        if (
+            since is None
+            and cursor is not None
+            and cursor.archive_floor is None
+            and not index.has_archived()
+        ):
             # A LAST_TIME.json from the previous tool: it archived up to its cursor.
             index.record_baseline([(cursor.last_email_id, graph_time(cursor.last_fetch_time))])
         plan = plan_scan(cursor, since, timedelta(minutes=config.overlap_minutes))
@@ -551,7 +592,11 @@ def audit_day(
         for page in client.fetch_message_pages(
             Window(start, end), AUDIT_PAGE, fields=ID_FIELDS, expand=False
         ):
-            listed += [m["id"] for m in page if not m.get("isDraft")]
+            listed += [
+                m["id"]
+                for m in page
+                if isinstance(m, dict) and m.get("id") and not m.get("isDraft")
+            ]
             if on_page:
                 on_page(len(page))
     known = index.known_ids(listed)

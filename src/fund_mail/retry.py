@@ -127,5 +127,6 @@ class RetryPolicy:
             status_forcelist=RETRY_STATUSES,
             respect_retry_after_header=True,
             raise_on_status=False,
+            other=0,  # a certificate error does not heal by retrying: report it at once
             allowed_methods=methods or Retry.DEFAULT_ALLOWED_METHODS,
         )

@@ -1,8 +1,10 @@
 """The shipped artefact: the PyInstaller executables, built by make_exe.sh and make_one_day.sh,
 run against the emulator and a real SFTP server exactly as Task Scheduler would run them."""
 
+import os
 import shutil
 import subprocess
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -21,8 +23,16 @@ SOURCES = [
 ]
 
 
+# The scheduled program is a PyInstaller folder (--onedir); the hand-run tools are one file.
+BUILT = {
+    "fund_mail_once": Path("fund_mail_once") / "fund_mail_once",
+    "fund_mail_one_day": Path("fund_mail_one_day"),
+    "fund_mail_pst": Path("fund_mail_pst"),
+}
+
+
 def _fresh(binary: Path) -> bool:
-    return binary.exists() and binary.stat().st_mtime > max(p.stat().st_mtime for p in SOURCES)
+    return binary.is_file() and binary.stat().st_mtime > max(p.stat().st_mtime for p in SOURCES)
 
 
 @pytest.fixture(scope="session")
@@ -38,11 +48,11 @@ def dist() -> Path:
         ("fund_mail_pst", ["make_exe.sh", "fund_mail_pst"]),
     ]
     for name, (script, *args) in builds:
-        if not _fresh(ROOT / "dist" / name):
+        if not _fresh(ROOT / "dist" / BUILT[name]):
             if in_ci():
                 pytest.fail(
-                    f"dist/{name} is missing or older than the sources: .ci/run must build it "
-                    f"with {' '.join([script, *args])} before the tests"
+                    f"dist/{BUILT[name]} is missing or older than the sources: .ci/run must "
+                    f"build it with {' '.join([script, *args])} before the tests"
                 )
             subprocess.run(
                 ["bash", str(ROOT / script), *args],
@@ -58,12 +68,46 @@ def dist() -> Path:
 
 @pytest.fixture
 def install_dir(dist, tmp_path) -> Path:
-    """A copy of the c:\\fund_mail layout: the executables with .env next to them."""
+    """A copy of the c:\\fund_mail layout (INSTALL.md): the contents of dist/fund_mail_once/
+    (the program and _internal/), the one-file tools beside them, and .env next to them."""
     folder = tmp_path / "fund_mail"
-    folder.mkdir()
-    for name in ("fund_mail_once", "fund_mail_one_day", "fund_mail_pst"):
+    shutil.copytree(dist / "fund_mail_once", folder)
+    for name in ("fund_mail_one_day", "fund_mail_pst"):
         shutil.copy2(dist / name, folder / name)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "_internal",
+        "fund_mail_once",
+        "fund_mail_one_day",
+        "fund_mail_pst",
+    ]
     return folder
+
+
+def test_the_scheduled_program_is_one_process_with_nothing_to_unpack(install_dir, tmp_path):
+    """--onedir: the program is the Python process itself (a one-file build starts a
+    bootloader that unpacks into a _MEI folder and runs Python as its child)."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    probe = subprocess.Popen(
+        [str(install_dir / "fund_mail_once"), "--demo"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(temp), "TEMP": str(temp), "TMP": str(temp)},
+    )
+    children = Path(f"/proc/{probe.pid}/task/{probe.pid}/children")
+    try:
+        deadline = time.monotonic() + 60
+        seen_children = ""
+        while probe.poll() is None and time.monotonic() < deadline:
+            seen_children = children.read_text() if children.exists() else ""
+            if seen_children.strip():
+                break
+            time.sleep(0.02)
+    finally:
+        probe.kill()
+        probe.wait()
+    assert seen_children.strip() == "", "no child process"
+    assert not list(temp.glob("_MEI*")), "nothing unpacked"
 
 
 def run(binary: Path, *args: str) -> subprocess.CompletedProcess:

@@ -152,3 +152,17 @@ def test_kill_at_any_point_loses_nothing_and_duplicates_nothing(
     assert not list(data_dir.glob("*/.once-*")), "temporary files are cleaned up"
     state = json.loads((data_dir / "LAST_TIME.json").read_text("utf-8"))
     assert state["last_email_id"] == batch2[-1].immutable_id
+
+
+def test_files_0600_and_folders_0700(env_file, graph, data_dir, now):
+    """The archive holds mail: on POSIX nothing the tool creates is readable by others."""
+    from fund_mail.emulator import file_attachment
+
+    assert run_cli("fund_mail_once", "--env-file", str(env_file)).returncode == 0
+    graph.mailbox.add_message(now, attachments=[file_attachment("a.pdf", b"%PDF")])
+    assert run_cli("fund_mail_once", "--env-file", str(env_file)).returncode == 0
+    made = list(data_dir.rglob("*"))
+    assert any(p.suffix == ".db" for p in made) and any(p.suffix == ".log" for p in made)
+    for path in [data_dir, *made]:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == expected, path

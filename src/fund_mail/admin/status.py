@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-import sqlite3
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
+from fund_mail.archive.fsutil import lock_holder
 from fund_mail.archive.index import INDEX_NAME, audit_history, imap_state
+from fund_mail.archive.quarantine import quarantined
 from fund_mail.archive.rows import local_time, parse_graph_time
+from fund_mail.archive.store import open_readonly
 from fund_mail.config import Config
 from fund_mail.errors import StateError
 
@@ -21,8 +24,23 @@ def _local(text: str | None, config: Config) -> str:
 
 def _query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
     # mode=ro: --status must not create or change anything, not even the index.
-    with sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True) as conn:
+    with open_readonly(path) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+LOCKS = ("fund_mail_once", "fund_mail_one_day", "fund_mail_delivery")
+
+
+def _locks(data_dir: Path) -> str:
+    """Which commands are running now, since when, and as which process."""
+    held = []
+    for name in LOCKS:
+        holder = lock_holder(data_dir / f"{name}.lock")
+        if holder:
+            pid, started = holder
+            age = max(0, int(time.time()) - started)
+            held.append(f"{name} held by PID {pid} for {age // 60} min {age % 60} s")
+    return "; ".join(held) if held else "none held (no run in progress)"
 
 
 def imap_lines(config: Config) -> list[str]:
@@ -61,6 +79,14 @@ def cursor_lines(config: Config) -> list[str]:
 def status_report(config: Config) -> str:
     lines = [f"fund_mail status for {config.email_id} (DATA_DIR {config.data_dir})"]
     lines += imap_lines(config) if config.mail_source == "imap" else cursor_lines(config)
+    lines.append(f"  locks:             {_locks(config.data_dir)}")
+    held = quarantined(config.data_dir)
+    if held:
+        name, error = held[-1]
+        lines.append(
+            f"  quarantine:        {len(held)} message(s) could not be stored, see "
+            f"{config.data_dir / 'quarantine'} (newest {name}: {error.splitlines()[0][:120]})"
+        )
     index = config.data_dir / INDEX_NAME
     if not index.exists():
         lines.append("  runs:              none recorded yet")

@@ -6,10 +6,12 @@ ARCHITECTURE.md for why the order matters.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
+from urllib.parse import quote
 
 from fund_mail.archive.fsutil import fsync_path
 
@@ -24,6 +26,24 @@ ATTACH_COLUMNS = (
 )  # fmt: skip
 
 
+def readonly_uri(path: Path | str) -> str:
+    """A SQLite file: URI for a read-only open, escaped so that #, ?, % and spaces in a folder
+    name stay part of the path. The authority is always empty: c:\\x becomes file:///c:/x and
+    \\\\server\\share\\x becomes file:////server/share/x, the forms SQLite's Windows VFS reads."""
+    text = str(path)
+    windows = PureWindowsPath(text)
+    if windows.drive:
+        text = "/" + windows.as_posix().lstrip("/") if ":" in windows.drive else windows.as_posix()
+    else:
+        text = os.path.abspath(text)
+    return f"file://{quote(text, safe='/:')}?mode=ro"
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """Open an existing DB without ever creating or changing it."""
+    return sqlite3.connect(readonly_uri(path), uri=True)
+
+
 def insert_message(
     conn: sqlite3.Connection, row: dict[str, Any], attachments: list[dict[str, Any]]
 ) -> int:
@@ -33,7 +53,9 @@ def insert_message(
         f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
         [row[c] for c in MAIL_COLUMNS],
     )
-    parent_id = int(cursor.lastrowid)
+    parent_id = cursor.lastrowid
+    if parent_id is None:
+        raise sqlite3.DatabaseError("the archive DB gave no row id for an inserted message")
     for attachment in attachments:
         values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
         conn.execute(

@@ -142,6 +142,9 @@ class Message:
     moves: int = 0
     visible: bool = True
     sent: datetime | None = None
+    # Malformed items as a broken server might send them: field -> value as rendered
+    # (None renders null, Ellipsis leaves the field out).
+    broken: dict = field(default_factory=dict)
 
     def rest_id(self, immutable: bool) -> str:
         # Without Prefer: IdType="ImmutableId", an id changes whenever the message moves.
@@ -202,6 +205,11 @@ class Message:
                 for a in self.attachments
                 if a.kind != REFERENCE or list_references
             ]
+        for key, value in self.broken.items():
+            if value is Ellipsis:
+                shown.pop(key, None)
+            else:
+                shown[key] = value
         return shown
 
     def mime(self) -> bytes:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlencode, urlsplit
 
 from fund_mail.emulator.mailbox import (
@@ -137,8 +138,11 @@ class GraphEmulator:
         # The concurrency limit is Graph's per app and mailbox, so in-flight counts are too.
         self._in_flight_by_mailbox: dict[str, int] = {}
         self.max_in_flight_by_mailbox: dict[str, int] = {}
-        self._tmp = None if tls_dir else tempfile.TemporaryDirectory(prefix="fm-emulator-")
-        self.tls: TlsFiles = make_tls_files(tls_dir or Path(self._tmp.name))
+        self._tmp = None
+        if tls_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fm-emulator-")
+            tls_dir = Path(self._tmp.name)
+        self.tls: TlsFiles = make_tls_files(tls_dir)
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
 
@@ -346,7 +350,7 @@ def _aad_error(status: int, error: str, code: int, description: str) -> tuple[in
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _TlsServer
+    server: _TlsServer  # pyright: ignore[reportIncompatibleVariableOverride] - ours is TLS
 
     def setup(self) -> None:
         try:
@@ -814,7 +818,9 @@ class _Handler(BaseHTTPRequestHandler):
         top = int(ctx.query.get("$top", "10"))
         skip = int(ctx.query.get("$skip", "0"))
         page = children[skip : skip + top]
-        payload = {"value": [_select(f.render(mailbox), ctx.query.get("$select")) for f in page]}
+        payload: dict[str, Any] = {
+            "value": [_select(f.render(mailbox), ctx.query.get("$select")) for f in page]
+        }
         if skip + len(page) < len(children):
             payload["@odata.nextLink"] = (
                 f"{self.emulator.url}{urlsplit(self.path).path}?"

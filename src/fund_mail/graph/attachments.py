@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import requests
+
 from fund_mail.archive.rows import (
     REFERENCE_ATTACHMENT,
     SOURCE_MESSAGE_ID,
@@ -19,6 +21,7 @@ from fund_mail.archive.rows import (
     phy_file_name,
     source_message_file_name,
 )
+from fund_mail.errors import RunFailed
 from fund_mail.graph.client import GraphClient, NotDownloadable
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,17 @@ def download_all(
                 job.size = client.download_attachment(job.message_id, job.attachment["id"], dest)
         except NotDownloadable:
             job.note = attachment_note(job.attachment)
+        except requests.RequestException:
+            raise
+        except OSError as e:
+            # Typically Windows refusing the rename while another process holds dest open
+            # (fsutil.replace_into_place has already retried). Nothing of this run is recorded.
+            raise RunFailed(
+                f"The attachment {job.attachment.get('name') or '(no name)'!r} could not be "
+                f"saved as {dest} ({type(e).__name__}: {e.strerror or e}). Another program (a "
+                "virus scanner, or fund_mail_one_day writing the same file) may hold it open; "
+                "this run archived nothing and the next run tries again."
+            ) from e
         return job.size
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="attach") as pool:

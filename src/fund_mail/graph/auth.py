@@ -10,11 +10,18 @@ from urllib.parse import urlparse
 import msal
 import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
-from requests.adapters import HTTPAdapter
+from msal.exceptions import MsalServiceError
 
 from fund_mail.config import Config
 from fund_mail.errors import AuthError, RunFailed
-from fund_mail.graph.retry import TOKEN_ANSWERS, graph_policy, retried_by_urllib3
+from fund_mail.graph.retry import (
+    TOKEN_ANSWERS,
+    certificate_problem,
+    graph_policy,
+    https_session,
+    is_certificate_error,
+    retried_by_urllib3,
+)
 from fund_mail.logs import REDACTOR
 
 log = logging.getLogger(__name__)
@@ -73,12 +80,11 @@ class _TryLater(Exception):
         self.result = result
 
 
-def _sign_in_session(backoff: float) -> requests.Session:
+def _sign_in_session(config: Config) -> requests.Session:
     """msal's HTTP client: the same retry policy as Graph's, the token POST included."""
-    session = requests.Session()
-    retry = graph_policy(backoff).http_retry(methods=frozenset({"GET", "POST"}))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    return session
+    return https_session(
+        graph_policy(config.retry_backoff), config.ca_bundle, methods=frozenset({"GET", "POST"})
+    )
 
 
 class TokenProvider:
@@ -100,7 +106,7 @@ class TokenProvider:
                     # Instance discovery asks login.microsoftonline.com about the host; a local
                     # or sovereign authority outside Microsoft's list must skip it.
                     instance_discovery=host in WELL_KNOWN_AUTHORITY_HOSTS,
-                    http_client=_sign_in_session(config.retry_backoff),
+                    http_client=_sign_in_session(config),
                     timeout=config.http_timeout,
                 )
             except ValueError as e:
@@ -109,6 +115,8 @@ class TokenProvider:
                     f"The sign-in endpoint {self.authority} refused discovery: {e}. "
                     "Check TENANT_ID and AUTHORITY_HOST."
                 ) from e
+            except requests.exceptions.SSLError as e:
+                raise certificate_problem(self.authority, e) from e
 
         # A discovery answer cut off mid-body is tried again, as a Graph request would be.
         self._app = graph_policy(config.retry_backoff).call(
@@ -148,9 +156,11 @@ class TokenProvider:
         try:
             result = self._app.acquire_token_for_client(scopes=[self.scope])
         except requests.RequestException as e:
+            if is_certificate_error(e):
+                raise certificate_problem(self.authority, e) from e
             # urllib3 retried the connection; a body cut off mid-way ends up here.
             result = {"error": "request_timeout", "error_description": type(e).__name__}
-        except msal.exceptions.MsalServiceError as e:
+        except MsalServiceError as e:
             # msal raises instead of returning a dict for some 5xx answers.
             result = {"error": "server_error", "error_description": str(e)}
         if "access_token" not in result and is_transient(result):

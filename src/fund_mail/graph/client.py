@@ -6,17 +6,17 @@ MAX_CONCURRENCY requests in flight, one token refresh on 401, and attachment byt
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import atomic_writer
@@ -25,7 +25,13 @@ from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
 from fund_mail.graph.paging import NoProgress, PageQuery, PageSeen, Window, next_query
-from fund_mail.graph.retry import CUT_OFF, graph_policy, retried_by_urllib3
+from fund_mail.graph.retry import (
+    CUT_OFF,
+    certificate_problem,
+    graph_policy,
+    https_session,
+    retried_by_urllib3,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,9 @@ MESSAGE_FIELDS = (
 ATTACHMENT_EXPAND = "attachments($select=id,name,contentType,size,isInline)"
 ID_FIELDS = "id,receivedDateTime,isDraft"  # the audit's cheap listing: no body, no attachments
 CHUNK = 1024 * 1024
+# A list page of 1,000 messages with their bodies is tens of MB; beyond this something is wrong,
+# and reading on would only exhaust memory.
+MAX_JSON_BYTES = 512 * 1024 * 1024
 
 
 T = TypeVar("T")
@@ -52,7 +61,7 @@ def read_ahead(pages: Iterator[T]) -> Iterator[T]:
         upcoming = worker.submit(next, pages, _END)
         while (page := upcoming.result()) is not _END:
             upcoming = worker.submit(next, pages, _END)
-            yield page
+            yield cast(T, page)
 
 
 def _received_or_none(message: dict) -> datetime | None:
@@ -66,7 +75,7 @@ class NotDownloadable(GraphError):
     """The attachment has no bytes to fetch (a reference attachment: Graph answers 405)."""
 
 
-def graph_error(response: requests.Response) -> GraphError:
+def graph_error(response: requests.Response) -> GraphError | AccessDeniedError:
     """Turn a Graph error response into an exception with the code and message it carries."""
     try:
         error = response.json().get("error", {})
@@ -87,6 +96,29 @@ def graph_error(response: requests.Response) -> GraphError:
     return GraphError(text, response.status_code, code)
 
 
+def read_json(response: requests.Response, limit: int) -> dict[str, Any]:
+    """A response body as a JSON object, refusing one that is huge or nested too deeply."""
+    where = response.url.split("?")[0]
+    too_big = GraphError(
+        f"Graph's answer to {where} is over {limit // 2**20} MB: lower PAGE_SIZE in .env "
+        "(e.g. PAGE_SIZE=100) and run again"
+    )
+    if int(response.headers.get("Content-Length") or 0) > limit:
+        raise too_big
+    body = bytearray()
+    for chunk in response.iter_content(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    try:
+        data = json.loads(body)
+    except RecursionError as e:
+        raise GraphError(f"Graph's answer to {where} is JSON nested too deeply to read") from e
+    if not isinstance(data, dict):
+        raise GraphError(f"Graph's answer to {where} is not a JSON object")
+    return data
+
+
 class GraphClient:
     def __init__(self, config: Config, tokens: TokenProvider, backoff: float = 1.0) -> None:
         self.mailbox_url = f"{config.graph_url}/v1.0/users/{quote(config.email_id)}"
@@ -100,6 +132,7 @@ class GraphClient:
             "Accept": "application/json",
         }
         self.retry = graph_policy(backoff)
+        self.ca_bundle = config.ca_bundle
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._local = threading.local()
         # Requests are sent from several threads (read-ahead, folders, downloads), and `+= 1`
@@ -120,9 +153,7 @@ class GraphClient:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(max_retries=self.retry.http_retry(), pool_maxsize=4)
-            session.mount("https://", adapter)
+            session = https_session(self.retry, self.ca_bundle, pool=4)
             session.headers.update(self.headers)
             self._local.session = session
         return session
@@ -157,8 +188,16 @@ class GraphClient:
 
     def _with_body_retries(self, action: Callable[[], T], what: str) -> T:
         """Retry a whole request when the body is cut off (urllib3 only retries before it)."""
+
+        def guarded() -> T:
+            try:
+                return action()
+            except requests.exceptions.SSLError as e:
+                # A TLS trust problem does not heal by retrying; it is this PC's, not Graph's.
+                raise certificate_problem(self.mailbox_url, e) from e
+
         return self.retry.call(
-            action,
+            guarded,
             CUT_OFF,
             what,
             give_up=retried_by_urllib3,
@@ -170,10 +209,11 @@ class GraphClient:
     def get_json(self, url: str, params: dict | None = None) -> dict[str, Any]:
         def action() -> dict[str, Any]:
             with self._slots:
-                response = self._send(url, params, stream=False)
-                if response.status_code != 200:
-                    raise graph_error(response)
-                return response.json()
+                response = self._send(url, params, stream=True)
+                with response:
+                    if response.status_code != 200:
+                        raise graph_error(response)
+                    return read_json(response, MAX_JSON_BYTES)
 
         return self._with_body_retries(action, f"GET {url.split('?')[0]}")
 
@@ -200,7 +240,10 @@ class GraphClient:
             if query.skip:
                 params["$skip"] = str(query.skip)
             page = self.get_json(f"{self.mailbox_url}/messages", params)
-            messages = [m for m in page.get("value", []) if isinstance(m, dict) and m.get("id")]
+            items = page.get("value") or []
+            # Items without an id cannot be paged by, nor archived: they are passed on for the
+            # archiver to set aside (quarantine), never dropped silently.
+            messages = [m for m in items if isinstance(m, dict) and m.get("id")]
             seen = PageSeen(
                 [m["id"] for m in messages],
                 [t for t in map(_received_or_none, messages) if t is not None],
@@ -210,7 +253,11 @@ class GraphClient:
                 following = next_query(query, seen, listed)
             except NoProgress as e:
                 raise GraphError(f"Listing messages stopped: {e}") from e
-            fresh = [m for m in messages if m["id"] not in listed]
+            fresh = [
+                m
+                for m in items
+                if not (isinstance(m, dict) and m.get("id")) or m["id"] not in listed
+            ]
             listed.update(seen.ids)
             yield fresh
             query = following

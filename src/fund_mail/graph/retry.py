@@ -1,10 +1,15 @@
-"""Graph's parameters for the one retry policy (fund_mail.retry), for Graph and the sign-in endpoint."""
+"""Graph's parameters for the one retry policy (fund_mail.retry), and the one way to build an
+HTTPS session for Graph and the sign-in endpoint."""
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 import requests
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import MaxRetryError
 
+from fund_mail.errors import ConfigError
 from fund_mail.retry import RetryPolicy
 
 # One request: urllib3 tries a refused or reset connection and a read timeout 6 times, a 429 or
@@ -43,3 +48,50 @@ def retried_by_urllib3(error: BaseException) -> bool:
     """True when urllib3 has already spent its retries on the request: trying the whole request
     again would nest one retry series inside another (6 x 6 requests instead of 6)."""
     return bool(error.args) and isinstance(error.args[0], MaxRetryError)
+
+
+class HttpsSession(requests.Session):
+    """A session that verifies with the CA bundle named in .env.
+
+    requests lets the REQUESTS_CA_BUNDLE environment variable override a session's own
+    verify setting, so the bundle is passed with each request instead.
+    """
+
+    def __init__(self, ca_bundle: str = "") -> None:
+        super().__init__()
+        self.ca_bundle = ca_bundle
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        if self.ca_bundle and kwargs.get("verify") is None:
+            kwargs["verify"] = self.ca_bundle
+        return super().request(method, url, *args, **kwargs)
+
+
+def https_session(
+    policy: RetryPolicy,
+    ca_bundle: str = "",
+    methods: frozenset[str] | None = None,
+    pool: int = 10,
+) -> requests.Session:
+    """The one way fund_mail makes an HTTPS session: the retry policy and the CA bundle."""
+    session = HttpsSession(ca_bundle)
+    session.mount(
+        "https://", HTTPAdapter(max_retries=policy.http_retry(methods), pool_maxsize=pool)
+    )
+    return session
+
+
+def certificate_problem(url: str, error: Exception) -> ConfigError:
+    """A TLS verification failure is a trust problem on this PC, not a tenant or mailbox one."""
+    host = urlparse(url).hostname or url
+    return ConfigError(
+        [
+            f"REQUESTS_CA_BUNDLE: the certificate of {host} is not trusted "
+            f"({type(error).__name__}): if a proxy inspects TLS, set REQUESTS_CA_BUNDLE in .env "
+            "to its CA certificate file (PEM); otherwise check the PC's date and time"
+        ]
+    )
+
+
+def is_certificate_error(error: BaseException) -> bool:
+    return isinstance(error, requests.exceptions.SSLError)
