@@ -30,7 +30,8 @@ log = logging.getLogger("fund_mail.cli")
 
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 run or upload failed, 2 configuration or arguments, 3 locked, "
-    "4 sign-in, 5 mailbox access denied, 6 state file unreadable."
+    "4 sign-in, 5 mailbox access denied, 6 state file unreadable, 7 the archive is incomplete "
+    "or altered (--verify)."
 )
 
 
@@ -101,6 +102,28 @@ def once_parser() -> argparse.ArgumentParser:
         "--demo",
         action="store_true",
         help="run the real pipeline against the built-in Graph emulator",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the day folders against the manifest chain: every missing, extra or "
+        "altered file and any break in the chain; exit 7 when the archive is not intact",
+    )
+    parser.add_argument(
+        "--from", dest="date_from", metavar="YYYY-MM-DD", help="with --verify: the first day"
+    )
+    parser.add_argument(
+        "--to", dest="date_to", metavar="YYYY-MM-DD", help="with --verify: the last day"
+    )
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="with --verify: check the copies on the SFTP server instead of the local ones",
+    )
+    parser.add_argument(
+        "--test-alert",
+        action="store_true",
+        help="send a test alert mail to ALERT_TO and report the result",
     )
     return parser
 
@@ -215,6 +238,31 @@ def _check(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _usage(message: str) -> int:
+    setup_logging(None)
+    log.error("%s", UsageError(message))
+    return int(ExitCode.CONFIG)
+
+
+def _verify(config: Config, args: argparse.Namespace) -> int:
+    from fund_mail.admin.verify import verify_archive
+
+    first = parse_day(args.date_from, "--from") if args.date_from else None
+    last = parse_day(args.date_to, "--to") if args.date_to else None
+    if first and last and first > last:
+        raise UsageError(f"--from {first} is after --to {last}: swap them")
+    result, where = verify_archive(config, args.remote, first, last)
+    print(result.render(where))
+    return int(ExitCode.OK) if result.intact else int(ExitCode.INCOMPLETE)
+
+
+def _test_alert(config: Config) -> int:
+    from fund_mail.alerts import send_test_alert
+
+    print(send_test_alert(config))
+    return int(ExitCode.OK)
+
+
 def once_main(argv: list[str] | None = None) -> int:
     args = once_parser().parse_args(argv)
     if args.demo:
@@ -227,6 +275,12 @@ def once_main(argv: list[str] | None = None) -> int:
         return _check(args)
     if args.status:
         return _run("fund_mail_once", args, _status, log_to_file=False)
+    if (args.date_from or args.date_to or args.remote) and not args.verify:
+        return _usage("--from, --to and --remote go with --verify")
+    if args.verify:
+        return _run("fund_mail_once", args, lambda config: _verify(config, args), False)
+    if args.test_alert:
+        return _run("fund_mail_once", args, _test_alert, log_to_file=False)
 
     def work(config: Config) -> int:
         from fund_mail.archive.rows import parse_datetime_arg

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,7 +19,14 @@ from dotenv import dotenv_values
 from fund_mail.errors import ConfigError
 
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-SECRET_KEYS = ("CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE")
+SECRET_KEYS = (
+    "CLIENT_SECRET",
+    "CLIENT_CERT_PASSWORD",
+    "SFTP_PW",
+    "SFTP_KEY_PASSPHRASE",
+    "ALERT_SMTP_PASSWORD",
+)
+ADDRESS_RE = re.compile(r"[^@\s/,]+@[^@\s/,]+\.[^@\s/,]+")
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,21 @@ class Config:
     sftp_host_key: str = ""
     sftp_known_hosts: str = ""
     sftp_timeout: float = 30.0
+    # Alerts (empty alert_to: no alert mail)
+    alert_to: tuple[str, ...] = ()
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = 587
+    alert_smtp_user: str = ""
+    alert_smtp_password: str = field(default="", repr=False)
+    alert_from: str = ""
+    alert_after_failures: int = 3
+    alert_stale_minutes: int = 60
+    alert_repeat_hours: int = 12
+    client_secret_expires: date | None = None
+    # Local retention (None: keep forever) and the service schedule
+    retain_days: int | None = None
+    interval_minutes: int = 5
+    cycle_timeout_minutes: int = 60
     source: str = ""
 
     @property
@@ -63,7 +86,7 @@ class Config:
     def secrets(self) -> list[str]:
         """Values that must never reach a log line or an error message."""
         values = [self.client_secret, self.client_cert_password]
-        values += [self.sftp_password, self.sftp_key_passphrase]
+        values += [self.sftp_password, self.sftp_key_passphrase, self.alert_smtp_password]
         return [v for v in values if v]
 
 
@@ -223,6 +246,31 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
             " e.g. SHA256:AbC...(43 characters)"
         )
 
+    alert_to = tuple(a.strip() for a in values.get("ALERT_TO", "").split(",") if a.strip())
+    for address in alert_to:
+        if not ADDRESS_RE.fullmatch(address):
+            problems.append(
+                f"ALERT_TO: {address!r} is not a mail address; separate addresses with commas"
+            )
+    alert_smtp_host = values.get("ALERT_SMTP_HOST", "")
+    if alert_smtp_host and not values.get("ALERT_SMTP_USER"):
+        problems.append("ALERT_SMTP_USER is missing: the SMTP login (ALERT_SMTP_HOST is set)")
+    alert_from = values.get("ALERT_FROM", "")
+    if alert_from and not ADDRESS_RE.fullmatch(alert_from):
+        problems.append(f"ALERT_FROM={alert_from!r} is not a mail address")
+    secret_expires = None
+    if raw_expiry := values.get("CLIENT_SECRET_EXPIRES", ""):
+        try:
+            secret_expires = date.fromisoformat(raw_expiry)
+        except ValueError:
+            problems.append(
+                f"CLIENT_SECRET_EXPIRES={raw_expiry!r} is not a date: use YYYY-MM-DD as shown "
+                "on the app registration's Certificates & secrets page"
+            )
+    retain_days = None
+    if values.get("RETAIN_DAYS", ""):
+        retain_days = _int(values, "RETAIN_DAYS", 0, 1, 36500, problems)
+
     config = Config(
         email_id=email_id,
         tenant_id=tenant_id,
@@ -253,6 +301,19 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         sftp_host_key=host_key,
         sftp_known_hosts=values.get("SFTP_KNOWN_HOSTS", ""),
         sftp_timeout=_float(values, "SFTP_TIMEOUT", 30.0, 1, 3600, problems),
+        alert_to=alert_to,
+        alert_smtp_host=alert_smtp_host,
+        alert_smtp_port=_int(values, "ALERT_SMTP_PORT", 587, 1, 65535, problems),
+        alert_smtp_user=values.get("ALERT_SMTP_USER", ""),
+        alert_smtp_password=values.get("ALERT_SMTP_PASSWORD", ""),
+        alert_from=alert_from,
+        alert_after_failures=_int(values, "ALERT_AFTER_FAILURES", 3, 1, 1000, problems),
+        alert_stale_minutes=_int(values, "ALERT_STALE_MINUTES", 60, 5, 7 * 24 * 60, problems),
+        alert_repeat_hours=_int(values, "ALERT_REPEAT_HOURS", 12, 1, 24 * 30, problems),
+        client_secret_expires=secret_expires,
+        retain_days=retain_days,
+        interval_minutes=_int(values, "INTERVAL_MINUTES", 5, 1, 24 * 60, problems),
+        cycle_timeout_minutes=_int(values, "CYCLE_TIMEOUT_MINUTES", 60, 1, 24 * 60, problems),
         source=source,
     )
     if problems:

@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import posixpath
 import socket
 import sqlite3
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import paramiko
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock
 from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.store import files_of
 from fund_mail.config import Config
 from fund_mail.errors import DeliveryError, LockedError
 
@@ -208,6 +212,15 @@ class Uploader:
                 return 0  # already delivered by an earlier, interrupted run
         except FileNotFoundError:
             pass
+        with open(local, "rb") as source:
+            return self._send(source, size, local.name, remote)
+
+    def put_bytes(self, data: bytes, name: str, remote: str) -> int:
+        """Replace remote with data the same way, even when a file of that size is there."""
+        self.makedirs(posixpath.dirname(remote))
+        return self._send(io.BytesIO(data), len(data), name, remote)
+
+    def _send(self, source: IO[bytes], size: int, name: str, remote: str) -> int:
         temporary = posixpath.join(
             posixpath.dirname(remote), f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
         )
@@ -217,8 +230,7 @@ class Uploader:
                 crashpoints.reached("upload-partial")
 
         try:
-            with open(local, "rb") as source:
-                self.sftp.putfo(source, temporary, file_size=size, callback=progress, confirm=False)
+            self.sftp.putfo(source, temporary, file_size=size, callback=progress, confirm=False)
             landed = self.sftp.stat(temporary).st_size
             if landed != size:
                 raise DeliveryError(
@@ -228,7 +240,7 @@ class Uploader:
             self._rename(temporary, remote)
         except OSError as e:
             self._remove_quietly(temporary)
-            raise DeliveryError(f"Upload of {local.name} to {remote} failed: {e}") from e
+            raise DeliveryError(f"Upload of {name} to {remote} failed: {e}") from e
         except BaseException:
             self._remove_quietly(temporary)
             raise
@@ -249,17 +261,6 @@ class Uploader:
             pass
 
 
-def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
-    """(local path, path relative to the base dir) for each attachment of a DB, then the DB."""
-    db_path = data_dir / db_relative
-    with sqlite3.connect(f"file:{db_path.as_posix()}?mode=ro", uri=True) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
-        ).fetchall()
-    files = [(data_dir / folder / name, f"{folder}/{name}") for folder, name in rows]
-    return files + [(db_path, db_relative)]
-
-
 def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
     """Deliver every queued DB, oldest first; raise DeliveryError (queue kept) on failure."""
     report = DeliveryReport()
@@ -274,12 +275,13 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
         return report
     try:
         waiting = index.queued()
-        if not waiting:
+        if not waiting and not manifests_to_deliver(index):
             return report
         try:
             transport, sftp = connect(config)
         except DeliveryError as e:
-            index.mark_failed(waiting[0], str(e))
+            if waiting:
+                index.mark_failed(waiting[0], str(e))
             raise
         try:
             uploader = Uploader(config, sftp)
@@ -288,6 +290,7 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
                 for db_relative in pending:
                     _deliver_one(config, index, uploader, db_relative, report)
                     delivered.add(db_relative)
+            _deliver_manifests(config, index, uploader, report)
         finally:
             transport.close()
         return report
@@ -320,7 +323,92 @@ def _deliver_one(
     except (OSError, sqlite3.Error, paramiko.SSHException, EOFError) as e:
         index.mark_failed(db_relative, str(e))
         raise DeliveryError(f"Delivery of {db_relative} failed: {type(e).__name__}: {e}") from e
-    index.mark_delivered(db_relative)
+    landed = []
+    for local, relative in files:
+        info = local.stat()
+        landed.append((relative, info.st_size, info.st_mtime_ns))
+    index.mark_delivered(db_relative, landed)
     report.delivered_dbs += 1
     report.delivered_files += len(files)
     log.info("Delivered %s with %d attachment file(s)", db_relative, len(files) - 1)
+
+
+def manifests_to_deliver(index: ArchiveIndex) -> list[str]:
+    """Days whose manifest changed since it was delivered, oldest first, stopping at the first
+    day that still has a DB queued: a manifest goes up only after the files it lists, and a
+    later day's only after the day it is chained to."""
+    queued = index.queued_days()
+    days = []
+    for day, record in index.manifests().items():
+        if day in queued:
+            break
+        if record.delivered_sha256 != record.sha256:
+            days.append(day)
+    return days
+
+
+def _deliver_manifests(
+    config: Config, index: ArchiveIndex, uploader: Uploader, report: DeliveryReport
+) -> None:
+    from fund_mail.archive.manifest import manifest_relative, sha256_bytes
+
+    for day in manifests_to_deliver(index):
+        relative = manifest_relative(day)
+        local = config.data_dir / relative
+        try:
+            data = local.read_bytes()
+            uploader.put_bytes(data, local.name, posixpath.join(config.sftp_base_dir, relative))
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise DeliveryError(f"Delivery of {relative} failed: {type(e).__name__}: {e}") from e
+        index.mark_manifest_delivered(day, sha256_bytes(data))
+        report.bytes += len(data)
+        log.info("Delivered %s", relative)
+
+
+class SftpTree:
+    """The server's copy of the archive, for `--verify --remote` (see archive/manifest.Tree)."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, base_dir: str) -> None:
+        self.sftp = sftp
+        self.base_dir = base_dir
+
+    def _path(self, relative: str) -> str:
+        return posixpath.join(self.base_dir, relative)
+
+    def days(self) -> list[str]:
+        from fund_mail.archive.manifest import DAY_RE
+
+        try:
+            entries = self.sftp.listdir_attr(self.base_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            e.filename for e in entries if DAY_RE.match(e.filename) and stat.S_ISDIR(e.st_mode or 0)
+        )
+
+    def files(self, day: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        folders = [day]
+        while folders:
+            folder = folders.pop()
+            for entry in self.sftp.listdir_attr(self._path(folder)):
+                if entry.filename.startswith("."):
+                    continue
+                relative = f"{folder}/{entry.filename}"
+                if stat.S_ISDIR(entry.st_mode or 0):
+                    folders.append(relative)
+                else:
+                    found[relative] = entry.st_size or 0
+        return found
+
+    def read(self, relative: str) -> bytes:
+        with self.sftp.open(self._path(relative), "rb") as remote:
+            return remote.read()
+
+    def sha256(self, relative: str) -> str:
+        digest = hashlib.sha256()
+        with self.sftp.open(self._path(relative), "rb") as remote:
+            remote.prefetch()
+            while block := remote.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()

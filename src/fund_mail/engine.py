@@ -19,10 +19,12 @@ from fund_mail import crashpoints
 from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
 from fund_mail.archive.fsutil import RunLock
 from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.manifest import update_manifests
+from fund_mail.archive.retention import RetentionReport, apply_retention
 from fund_mail.archive.rows import graph_time, message_row, parse_graph_time
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
-from fund_mail.errors import StateError
+from fund_mail.errors import LockedError, StateError
 from fund_mail.graph import attachments
 from fund_mail.graph.auth import TokenProvider
 from fund_mail.graph.client import GraphClient, read_ahead
@@ -285,6 +287,7 @@ def run_once(
                 floor,
             )
         write_cursor(config.data_dir, cursor, config.tz)
+        refresh_manifests(config, index)
         result.seconds = time.monotonic() - started
         result.requests = client.requests_made
         return result
@@ -328,9 +331,47 @@ def run_day(
             dedupe=False,
             on_page=on_page,
         )
+        refresh_manifests(config, index)
         result.seconds = time.monotonic() - started
         result.requests = client.requests_made
         return result
+
+
+def refresh_manifests(config: Config, index: ArchiveIndex) -> None:
+    """Hash what was published and update the day manifests. The archive itself is already
+    safe, so a failure here is logged and the next run catches up."""
+    try:
+        update_manifests(config.data_dir, index)
+    except Exception as e:  # noqa: BLE001 - the published DB and cursor stand either way
+        log.error("Could not update the manifest (the next run tries again): %s", e)
+
+
+def retain(config: Config, today: date | None = None) -> RetentionReport | None:
+    """Remove day folders past RETAIN_DAYS that the server holds; None when not due or busy.
+
+    It holds both archive commands' locks, so it never removes a folder a run is writing to.
+    """
+    if config.retain_days is None or not config.data_dir.is_dir():
+        return None
+    try:
+        with (
+            RunLock(config.data_dir / "fund_mail_once.lock", "fund_mail_once"),
+            RunLock(config.data_dir / "fund_mail_one_day.lock", "fund_mail_one_day"),
+        ):
+            index = ArchiveIndex(config.data_dir)
+            try:
+                update_manifests(config.data_dir, index)
+                return apply_retention(
+                    config.data_dir,
+                    index,
+                    config.retain_days,
+                    today or datetime.now(config.tz).date(),
+                )
+            finally:
+                index.close()
+    except LockedError:
+        log.info("Another run is busy; local retention waits for the next run")
+        return None
 
 
 def deliver(config: Config) -> DeliveryReport | None:
@@ -343,7 +384,10 @@ def deliver(config: Config) -> DeliveryReport | None:
     index = ArchiveIndex(config.data_dir)
     try:
         if not index.queued():
-            return None
+            from fund_mail.delivery import manifests_to_deliver
+
+            if not manifests_to_deliver(index):
+                return None
         from fund_mail.delivery import deliver_queue
 
         return deliver_queue(config, index)

@@ -123,19 +123,32 @@ def write_atomic(dest: Path, data: bytes | str) -> None:
 class RunLock:
     """An OS file lock: released by the OS even when the process is killed, so never stale.
 
-    The lock file holds the holder's PID and start time, which --status shows.
+    The lock file holds the holder's PID and start time, which --status shows. With wait > 0
+    the lock is polled for up to that many seconds, for locks held only for short sections.
     """
 
-    def __init__(self, path: Path, command: str) -> None:
+    def __init__(self, path: Path, command: str, wait: float = 0.0) -> None:
         self.path = path
         self.command = command
+        self.wait = wait
         self._file: IO[str] | None = None
+
+    def _try_lock(self, handle: IO[str]) -> None:
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                _lock(handle)
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+", encoding="ascii")
         try:
-            _lock(handle)
+            self._try_lock(handle)
         except OSError as e:
             handle.close()
             raise LockedError(

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from fund_mail import crashpoints
-from fund_mail.archive.fsutil import fsync_path
+from fund_mail.archive.fsutil import RunLock, fsync_path
 from fund_mail.errors import StateError
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,50 @@ CREATE TABLE IF NOT EXISTS runs (
     db_file TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT ''
 );
+-- One SHA-256 per archived file, taken once after publishing. The manifest lists it, delivery
+-- marks it delivered once the server holds the same size, and retention trusts nothing else.
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    hashed_at TEXT NOT NULL,
+    delivered_at TEXT
+);
+-- The manifest chain: the SHA-256 of each day's manifest as written and as delivered.
+CREATE TABLE IF NOT EXISTS manifests (
+    day TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    delivered_sha256 TEXT NOT NULL DEFAULT '',
+    removed_at TEXT
+);
 """
+PUBLISH_LOCK = "fund_mail_publish.lock"  # held from the commit point to the rename
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    delivered_at: str | None
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    day: str
+    sha256: str
+    delivered_sha256: str
+    removed_at: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    started_at: str
+    finished_at: str
+    exit_code: int
+    error: str
 
 
 def utc_now_text() -> str:
@@ -151,8 +194,24 @@ class ArchiveIndex:
         """Give a finished temporary DB its final name, recording it (and its ids) first.
 
         The name is chosen inside the transaction, so fund_mail_once and fund_mail_one_day never
-        pick the same one; a clash with an existing file gets a suffix (_2, _3, ...).
+        pick the same one; a clash with an existing file gets a suffix (_2, _3, ...). The publish
+        lock is held from the commit point to the rename, so that the service can stop a cycle
+        without killing it mid-publish.
         """
+        with self.publish_lock():
+            return self._publish(tmp_path, day_dir, stem, command, archived)
+
+    def publish_lock(self) -> RunLock:
+        return RunLock(self.data_dir / PUBLISH_LOCK, "publish", wait=60)
+
+    def _publish(
+        self,
+        tmp_path: Path,
+        day_dir: Path,
+        stem: str,
+        command: str,
+        archived: list[tuple[str, str]] | None,
+    ) -> Published:
         with self.transaction() as conn:
             final = day_dir / f"{stem}.db"
             suffix = 2
@@ -202,7 +261,8 @@ class ArchiveIndex:
                 log.warning(
                     "Finishing the publish of %s that an earlier run left half done", relative
                 )
-                self._finish_publish(relative, tmp_path, final)
+                with self.publish_lock():
+                    self._finish_publish(relative, tmp_path, final)
             elif final.exists():
                 with self.transaction() as conn:
                     conn.execute("DELETE FROM publishing WHERE final_path = ?", (relative,))
@@ -229,12 +289,23 @@ class ArchiveIndex:
         )
         return [r[0] for r in rows]
 
-    def mark_delivered(self, relative: str) -> None:
+    def mark_delivered(self, relative: str, files: Iterable[tuple[str, int, int]] = ()) -> None:
+        """The DB left the outbox; each (path, size, mtime_ns) landed with that size.
+
+        A file counts as delivered only while it is still the file that was hashed (same size
+        and modification time), so the recorded SHA-256 is the SHA-256 of what was sent.
+        """
+        now = utc_now_text()
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '' "
                 "WHERE db_path = ?",
-                (utc_now_text(), relative),
+                (now, relative),
+            )
+            conn.executemany(
+                "UPDATE file_hashes SET delivered_at = ? WHERE path = ? AND size = ? "
+                "AND mtime_ns = ?",
+                [(now, path, size, mtime_ns) for path, size, mtime_ns in files],
             )
 
     def mark_failed(self, relative: str, error: str) -> None:
@@ -272,3 +343,97 @@ class ArchiveIndex:
                     error[:1000],
                 ),
             )
+
+    def recent_runs(self, command: str, limit: int) -> list[RunRecord]:
+        """The command's latest runs, newest first; runs that found the lock held are left out."""
+        rows = self._conn.execute(
+            "SELECT started_at, coalesce(finished_at, started_at), exit_code, error FROM runs "
+            "WHERE command = ? AND exit_code <> 3 ORDER BY id DESC LIMIT ?",
+            (command, limit),
+        )
+        return [RunRecord(*row) for row in rows]
+
+    def last_success(self, command: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT max(finished_at) FROM runs WHERE command = ? AND exit_code = 0", (command,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def first_run(self, command: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT min(started_at) FROM runs WHERE command = ?", (command,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def oldest_queued(self) -> tuple[int, str | None]:
+        """How many DBs wait for delivery, and since when the oldest has waited."""
+        row = self._conn.execute(
+            "SELECT count(*), min(queued_at) FROM outbox WHERE delivered_at IS NULL"
+        ).fetchone()
+        return row[0], row[1]
+
+    # -- file hashes and the manifest chain ------------------------------------------------
+    def unhashed_dbs(self) -> list[str]:
+        """Published DBs whose files have no recorded hash yet (the newest work, or a crash)."""
+        rows = self._conn.execute(
+            "SELECT db_path FROM outbox WHERE db_path NOT IN (SELECT path FROM file_hashes) "
+            "AND db_path NOT IN (SELECT final_path FROM publishing) ORDER BY id"
+        )
+        return [r[0] for r in rows]
+
+    def file_records(self, day: str) -> dict[str, FileRecord]:
+        rows = self._conn.execute(
+            "SELECT path, size, mtime_ns, sha256, delivered_at FROM file_hashes "
+            "WHERE path LIKE ? ORDER BY path",
+            (f"{day}/%",),
+        )
+        return {row[0]: FileRecord(*row) for row in rows}
+
+    def hashed(self, path: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM file_hashes WHERE path = ?", (path,)).fetchone()
+        return row is not None
+
+    def record_hash(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        """The first hash of a file is the one kept: a later change must show up, not replace it."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO file_hashes (path, size, mtime_ns, sha256, hashed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (path, size, mtime_ns, sha256, utc_now_text()),
+            )
+
+    def hashed_days(self) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT DISTINCT substr(path, 1, instr(path, '/') - 1) AS day FROM file_hashes "
+            "ORDER BY day"
+        )
+        return [r[0] for r in rows]
+
+    def manifests(self) -> dict[str, ManifestRecord]:
+        rows = self._conn.execute(
+            "SELECT day, sha256, delivered_sha256, removed_at FROM manifests ORDER BY day"
+        )
+        return {row[0]: ManifestRecord(*row) for row in rows}
+
+    def record_manifest(self, day: str, sha256: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO manifests (day, sha256) VALUES (?, ?) "
+                "ON CONFLICT (day) DO UPDATE SET sha256 = excluded.sha256",
+                (day, sha256),
+            )
+
+    def mark_manifest_delivered(self, day: str, sha256: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE manifests SET delivered_sha256 = ? WHERE day = ?", (sha256, day))
+
+    def mark_day_removed(self, day: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE manifests SET removed_at = coalesce(removed_at, ?) WHERE day = ?",
+                (utc_now_text(), day),
+            )
+
+    def queued_days(self) -> set[str]:
+        rows = self._conn.execute("SELECT db_path FROM outbox WHERE delivered_at IS NULL")
+        return {r[0].split("/", 1)[0] for r in rows}

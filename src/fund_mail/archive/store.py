@@ -76,3 +76,14 @@ class ArchiveDb:
         finally:
             self.path.unlink(missing_ok=True)
             Path(f"{self.path}-journal").unlink(missing_ok=True)
+
+
+def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
+    """(local path, path relative to DATA_DIR) for each attachment of a DB, then the DB."""
+    db_path = data_dir / db_relative
+    with sqlite3.connect(f"file:{db_path.as_posix()}?mode=ro", uri=True) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
+        ).fetchall()
+    files = [(data_dir / folder / name, f"{folder}/{name}") for folder, name in rows]
+    return files + [(db_path, db_relative)]
