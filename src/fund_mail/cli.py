@@ -284,7 +284,7 @@ def once_main(argv: list[str] | None = None) -> int:
 
     def work(config: Config) -> int:
         from fund_mail.archive.rows import parse_datetime_arg
-        from fund_mail.engine import run_once
+        from fund_mail.engine import retain, run_once
 
         since = None
         if args.since:
@@ -302,9 +302,17 @@ def once_main(argv: list[str] | None = None) -> int:
                 result = run_once(config, since=since)
                 _say(result.summary("fund_mail_once"))
             deliver_after("fund_mail_once", config, args, result)
+            retained = retain(config)
+            if retained and retained.removed:
+                _say(f"fund_mail_once: removed {len(retained.removed)} delivered day(s) locally")
             return result
 
-        return _recorded("fund_mail_once", config, body)
+        try:
+            return _recorded("fund_mail_once", config, body)
+        finally:
+            from fund_mail.alerts import check_and_notify
+
+            check_and_notify(config)
 
     return _run("fund_mail_once", args, work)
 

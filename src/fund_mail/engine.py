@@ -371,7 +371,10 @@ def retain(config: Config, today: date | None = None) -> RetentionReport | None:
                 index.close()
     except LockedError:
         log.info("Another run is busy; local retention waits for the next run")
-        return None
+    except OSError as e:
+        # Only local copies of delivered files are at stake; a marker finishes it next time.
+        log.error("Local retention stopped (the next run goes on): %s", e)
+    return None
 
 
 def deliver(config: Config) -> DeliveryReport | None:
