@@ -111,7 +111,7 @@ def test_a_failed_send_is_logged_never_raised_and_tried_again(alert_config, capl
     outbox = Outbox()
     outbox.fail = True
     t0 = datetime.now(UTC)
-    for n in range(3):
+    for _ in range(3):
         record(alert_config, t0, 1, "Cannot reach the SFTP server")
     assert check_and_notify(alert_config, t0, outbox) == []
     assert "Could not send the alert" in caplog.text
