@@ -540,10 +540,99 @@ def pst_main(argv: list[str] | None = None) -> int:
         return int(e.exit_code)
 
 
+SERVICE_COMMANDS = (
+    "run",
+    "cycle",
+    "install",
+    "update",
+    "remove",
+    "start",
+    "stop",
+    "restart",
+    "status",
+)
+
+
+def service_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fund_mail_service",
+        description="Run fund_mail_once's cycle every INTERVAL_MINUTES as a long-running "
+        "service, each cycle in a child process limited to CYCLE_TIMEOUT_MINUTES. "
+        "`run` keeps it in the foreground (systemd, or a console); on Windows, install|start|"
+        "stop|remove|status control the Windows service.",
+        epilog=EXIT_CODES_HELP,
+    )
+    parser.add_argument("command", choices=SERVICE_COMMANDS, help="what to do")
+    parser.add_argument(
+        "--env-file", metavar="PATH", help="the .env to use (default: next to the program)"
+    )
+    _verbosity(parser)
+    return parser
+
+
+def service_main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    if not raw and sys.platform == "win32":
+        # Started by the Windows service manager: no arguments at all.
+        return _windows_service([sys.argv[0]])
+    args = service_parser().parse_args(raw)
+    if args.command == "cycle":
+        # One cycle in the child process: exactly fund_mail_once.
+        options = ["--env-file", args.env_file] if args.env_file else []
+        return once_main(options + (["-v"] if args.verbose else ["-q"] if args.quiet else []))
+    if args.command == "run":
+        return _run("fund_mail_service", args, lambda config: _serve_foreground(config, args))
+    if sys.platform != "win32":
+        return _usage(
+            f"fund_mail_service {args.command} controls the Windows service; on Linux run "
+            "`fund_mail_service run` under systemd (see fund_mail_service.service)"
+        )
+    return _windows_service([sys.argv[0], *raw])
+
+
+def _serve_foreground(config: Config, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from fund_mail.service import serve
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("Signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    serve(config, args.env_file, stop)
+    return int(ExitCode.OK)
+
+
+def _windows_service(argv: list[str]) -> int:
+    import threading
+
+    from fund_mail import winservice
+
+    def work(stop: threading.Event) -> None:
+        try:
+            config = load_config(None)
+            REDACTOR.add(*config.secrets())
+            setup_logging(config.log_dir, name="fund_mail_service")
+        except FundMailError as e:
+            log.error("%s", e)
+            return
+        from fund_mail.service import serve
+
+        serve(config, None, stop)
+
+    return winservice.handle(argv, work)  # pyright: ignore[reportAttributeAccessIssue]
+
+
 ENTRY_POINTS = {
     "fund_mail_once": once_main,
     "fund_mail_one_day": one_day_main,
     "fund_mail_pst": pst_main,
+    "fund_mail_service": service_main,
 }
 
 
