@@ -6,6 +6,7 @@ from datetime import date
 
 import pytest
 
+from fund_mail.admin.status import status_report
 from fund_mail.archive import retention
 from fund_mail.archive.index import ArchiveIndex
 from fund_mail.archive.manifest import LocalTree, verify
@@ -48,6 +49,9 @@ def test_delivered_days_past_retain_days_are_removed_keeping_the_manifest(
     assert result.intact, result.problems
     assert result.server_only == 6
     assert (sftp_server.root / "archive" / days[0] / "attach").is_dir()
+    status = status_report(keep(sftp_config, 10))
+    assert f"oldest local day:  {days[2]} (RETAIN_DAYS=10)" in status
+    assert "disk used:         0." in status and str(sftp_config.data_dir) in status
 
 
 def test_nothing_is_removed_while_the_sftp_server_is_down(sftp_config, graph):

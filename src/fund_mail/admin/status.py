@@ -8,6 +8,7 @@ from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
 from fund_mail.archive.index import INDEX_NAME
+from fund_mail.archive.manifest import DAY_RE
 from fund_mail.archive.rows import local_time, parse_graph_time
 from fund_mail.config import Config
 from fund_mail.errors import StateError
@@ -41,6 +42,7 @@ def status_report(config: Config) -> str:
                 f"  cursor:            {moment.strftime('%Y-%m-%d %H:%M:%S')} UTC = "
                 f"{local_time(moment, config.tz)} {config.timezone}"
             )
+    lines += local_disk_lines(config)
     index = config.data_dir / INDEX_NAME
     if not index.exists():
         lines.append("  runs:              none recorded yet")
@@ -95,3 +97,29 @@ def status_report(config: Config) -> str:
     else:
         lines.append("  last error:        none")
     return "\n".join(lines)
+
+
+def local_disk_lines(config: Config) -> list[str]:
+    """Disk used by DATA_DIR and its oldest day folder that still holds data."""
+    if not config.data_dir.is_dir():
+        return ["  disk used:         nothing yet"]
+    used = sum(p.stat().st_size for p in config.data_dir.rglob("*") if p.is_file())
+    days = sorted(
+        d.name
+        for d in config.data_dir.iterdir()
+        if d.is_dir() and DAY_RE.match(d.name) and _holds_data(d)
+    )
+    keep = (
+        f"RETAIN_DAYS={config.retain_days}"
+        if config.retain_days
+        else "kept forever (RETAIN_DAYS is empty)"
+    )
+    return [
+        f"  disk used:         {used / 1024**2:.1f} MB in {config.data_dir}",
+        f"  oldest local day:  {days[0] if days else 'none'} ({keep})",
+    ]
+
+
+def _holds_data(day_dir: Path) -> bool:
+    """A day whose data retention removed keeps only its manifest."""
+    return any(p.is_file() and not p.name.startswith("manifest_") for p in day_dir.rglob("*"))
