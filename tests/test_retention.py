@@ -79,6 +79,19 @@ def test_a_file_that_is_not_confirmed_keeps_its_folder(sftp_config, graph):
     assert len(data_files(sftp_config, days[0])) == 5
 
 
+def test_a_file_without_a_delivery_record_keeps_its_folder(sftp_config, graph):
+    days = archive_days(sftp_config, graph, days=[date(2025, 6, 28)])
+    deliver(sftp_config)
+    attachment = next((sftp_config.data_dir / days[0] / "attach").iterdir())
+    relative = attachment.relative_to(sftp_config.data_dir).as_posix()
+    index = ArchiveIndex(sftp_config.data_dir)
+    index._conn.execute("UPDATE file_hashes SET delivered_at = NULL WHERE path = ?", (relative,))
+    index.close()
+    report = retain(keep(sftp_config, 1), today=TODAY)
+    assert report.kept == {days[0]: f"{relative} is not confirmed on the server"}
+    assert attachment.exists()
+
+
 def test_an_undelivered_manifest_keeps_its_folder(sftp_config, graph):
     days = archive_days(sftp_config, graph)
     deliver(sftp_config)
