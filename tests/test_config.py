@@ -179,7 +179,10 @@ def test_bad_alert_and_retention_keys_are_named_with_the_fix(tmp_path):
         )
     )
     text = "\n".join(found)
-    assert "ALERT_TO: 'ops@example.com; boss' is not a mail address; separate addresses with commas" in text
+    assert (
+        "ALERT_TO: 'ops@example.com; boss' is not a mail address; separate addresses with commas"
+        in text
+    )
     assert "CLIENT_SECRET_EXPIRES='31/03/2026' is not a date: use YYYY-MM-DD" in text
     assert "RETAIN_DAYS=0 is out of range (expected 1 to 36500)" in text
     assert "ALERT_SMTP_USER is missing" in text

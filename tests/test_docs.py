@@ -10,9 +10,9 @@ from pathlib import Path
 from fund_mail.alerts import Facts, Settings, evaluate, plan, render
 from fund_mail.archive.index import RunRecord
 from fund_mail.cli import once_parser, one_day_parser, pst_parser, service_parser
-from fund_mail.graph.auth import describe_token_error
 from fund_mail.emulator import file_attachment, reference_attachment
 from fund_mail.engine import run_once
+from fund_mail.graph.auth import describe_token_error
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
 

@@ -169,3 +169,22 @@ def test_cli_verify_refuses_odd_options(env_file, option):
     args = ["--verify", *option] if option[0] == "--from" else option
     result = run_cli("fund_mail_once", "--env-file", str(env_file), *args)
     assert result.returncode == 2
+
+
+def test_a_manifest_a_failed_run_did_not_write_is_written_by_the_next(config, graph, monkeypatch):
+    from fund_mail.archive import manifest
+    from fund_mail.archive.manifest import update_manifests
+
+    def disk_full(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(manifest, "write_atomic", disk_full)
+    days = archive_days(config, graph, days=DAYS[:1])  # the run itself succeeds
+    assert not (config.data_dir / manifest_relative(days[0])).exists()
+    monkeypatch.undo()
+    index = ArchiveIndex(config.data_dir)
+    try:
+        assert update_manifests(config.data_dir, index) == days
+    finally:
+        index.close()
+    assert check(config, LocalTree(config.data_dir)).intact

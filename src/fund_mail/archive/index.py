@@ -68,11 +68,13 @@ CREATE TABLE IF NOT EXISTS file_hashes (
     delivered_at TEXT
 );
 -- The manifest chain: the SHA-256 of each day's manifest as written and as delivered.
+-- pending: files were hashed for the day, and its manifest is not rewritten yet.
 CREATE TABLE IF NOT EXISTS manifests (
     day TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL,
     delivered_sha256 TEXT NOT NULL DEFAULT '',
-    removed_at TEXT
+    removed_at TEXT,
+    pending INTEGER NOT NULL DEFAULT 0
 );
 """
 PUBLISH_LOCK = "fund_mail_publish.lock"  # held from the commit point to the rename
@@ -402,16 +404,33 @@ class ArchiveIndex:
                 (path, size, mtime_ns, sha256, utc_now_text()),
             )
 
-    def hashed_days(self) -> list[str]:
+    def hashed_days(self, since: str) -> list[str]:
+        """Days from since on that have hashed files (a range scan of the primary key)."""
         rows = self._conn.execute(
             "SELECT DISTINCT substr(path, 1, instr(path, '/') - 1) AS day FROM file_hashes "
-            "ORDER BY day"
+            "WHERE path >= ? ORDER BY day",
+            (since,),
         )
         return [r[0] for r in rows]
 
+    def mark_pending(self, day: str) -> None:
+        """Before a day's new files are hashed: its manifest must be rewritten."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO manifests (day, sha256, pending) VALUES (?, '', 1) "
+                "ON CONFLICT (day) DO UPDATE SET pending = 1",
+                (day,),
+            )
+
+    def pending_days(self) -> set[str]:
+        rows = self._conn.execute("SELECT day FROM manifests WHERE pending = 1")
+        return {r[0] for r in rows}
+
     def manifests(self) -> dict[str, ManifestRecord]:
+        """Days with a written manifest, in order."""
         rows = self._conn.execute(
-            "SELECT day, sha256, delivered_sha256, removed_at FROM manifests ORDER BY day"
+            "SELECT day, sha256, delivered_sha256, removed_at FROM manifests "
+            "WHERE sha256 <> '' ORDER BY day"
         )
         return {row[0]: ManifestRecord(*row) for row in rows}
 
@@ -419,7 +438,7 @@ class ArchiveIndex:
         with self.transaction() as conn:
             conn.execute(
                 "INSERT INTO manifests (day, sha256) VALUES (?, ?) "
-                "ON CONFLICT (day) DO UPDATE SET sha256 = excluded.sha256",
+                "ON CONFLICT (day) DO UPDATE SET sha256 = excluded.sha256, pending = 0",
                 (day, sha256),
             )
 

@@ -73,12 +73,15 @@ def hash_new_files(data_dir: Path, index: ArchiveIndex) -> set[str]:
     for db_relative in index.unhashed_dbs():
         if not (data_dir / db_relative).is_file():
             continue  # removed locally before hashes existed: nothing left to hash
+        day = db_relative.split("/", 1)[0]
+        if day not in days:
+            index.mark_pending(day)  # a crash from here on still rewrites the manifest
         for local, relative in files_of(data_dir, db_relative):
             if index.hashed(relative) or not local.is_file():
                 continue
             stat = local.stat()
             index.record_hash(relative, stat.st_size, stat.st_mtime_ns, file_sha256(local))
-        days.add(db_relative.split("/", 1)[0])
+        days.add(day)
     return days
 
 
@@ -94,7 +97,7 @@ def write_chain(data_dir: Path, index: ArchiveIndex, days: set[str]) -> list[str
         from_day = min(days)
         earlier = [d for d in known if d < from_day]
         previous = (earlier[-1], known[earlier[-1]].sha256) if earlier else None
-        for day in [d for d in index.hashed_days() if d >= from_day]:
+        for day in index.hashed_days(from_day):
             records = index.file_records(day)
             content = render(day, [(r.path, r.size, r.sha256) for r in records.values()], previous)
             sha = sha256_bytes(content)
@@ -105,21 +108,16 @@ def write_chain(data_dir: Path, index: ArchiveIndex, days: set[str]) -> list[str
             if not unchanged:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(target, content)
-                index.record_manifest(day, sha)
                 changed.append(day)
+            index.record_manifest(day, sha)
             previous = (day, sha)
     return changed
 
 
 def update_manifests(data_dir: Path, index: ArchiveIndex) -> list[str]:
     """Bring the manifests up to date with what has been published; returns changed days."""
-    days = hash_new_files(data_dir, index)
-    missing = [
-        d
-        for d, m in index.manifests().items()
-        if m.removed_at is None and not (data_dir / manifest_relative(d)).is_file()
-    ]
-    todo = days | set(missing) | (set(index.hashed_days()) - set(index.manifests()))
+    hash_new_files(data_dir, index)
+    todo = index.pending_days()  # also those a killed run hashed but did not write
     if not todo:
         return []
     changed = write_chain(data_dir, index, todo)

@@ -49,8 +49,8 @@ def unconfirmed(data_dir: Path, index: ArchiveIndex, day: str) -> str | None:
     if day in index.queued_days():
         return "a DB of this day is still queued for delivery"
     manifest = index.manifests().get(day)
-    if manifest is None:
-        return "the day has no manifest yet"
+    if manifest is None or day in index.pending_days():
+        return "the day's manifest is not written yet"
     if manifest.delivered_sha256 != manifest.sha256:
         return "its manifest is not delivered yet"
     records = index.file_records(day)
