@@ -100,6 +100,7 @@ def test_binary_archives_and_delivers(install_dir, graph, sftp_server, data_dir,
     assert [r["subject"] for r in rows] == ["바이너리 테스트"]
     assert "link-only attachment" in rows[0]["note"]
     landed = sorted(p.name for p in sftp_server.root.rglob("*") if p.is_file())
+    assert landed.pop().startswith("manifest_"), "the day's manifest follows its files"
     assert len(landed) == 2 and landed[-1].startswith("fm_")
 
     status = run(install_dir / "fund_mail_once", "--status")
