@@ -412,3 +412,34 @@ def test_cli_test_alert_via_graph(alert_config, graph, env_file):
     refused = run_cli("fund_mail_once", "--env-file", str(env_file), "--test-alert")
     assert refused.returncode == 1
     assert "Mail.Send" in refused.stderr
+
+
+def test_an_audit_gap_that_was_not_repaired_is_alerted_until_a_later_audit_mends_it(
+    alert_config, graph, monkeypatch
+):
+    from datetime import date
+
+    from fund_mail import engine
+    from fund_mail.archive.index import AuditCounts
+
+    found = {"counts": AuditCounts(in_mailbox=5, archived=3, missing=2, repaired=1)}
+    monkeypatch.setattr(
+        engine,
+        "audit_day",
+        lambda config, client, index, day, **kw: engine.DayAudit(day, found["counts"]),
+    )
+    record(alert_config, datetime.now(UTC), 0)
+    outbox = Outbox()
+    engine.run_audit(alert_config, [date(2025, 6, 30)], dry_run=True)
+    check_and_notify(alert_config, transport=outbox)
+    assert outbox.sent == [], "a dry run repairs nothing, so it reports no unrepaired gap"
+    engine.run_audit(alert_config, [date(2025, 6, 30)])
+    check_and_notify(alert_config, transport=outbox)
+    assert "the audit found gaps it could not repair on 1 day(s)" in outbox.subjects()[0]
+    body = outbox.sent[0][2]
+    assert "2025-06-30: 5 in the mailbox, 3 already archived, 2 missing, 1 repaired" in body
+    assert "fund_mail_one_day --audit --from 2025-06-30 --to 2025-06-30" in body
+    found["counts"] = AuditCounts(in_mailbox=5, archived=3, missing=2, repaired=2)
+    engine.run_audit(alert_config, [date(2025, 6, 30)])
+    check_and_notify(alert_config, transport=outbox)
+    assert "RESOLVED" in outbox.subjects()[1]

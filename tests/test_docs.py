@@ -23,6 +23,21 @@ def test_quick_start_is_two_commands():
     assert commands == ["uv run fund_mail_once --demo", "uv run pytest"]
 
 
+def test_the_demo_ends_with_a_complete_audited_day():
+    demo = subprocess.run(
+        [str(Path(sys.executable).parent / "fund_mail_once"), "--demo"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr
+    lines = demo.stdout.splitlines()
+    audits = [line.strip() for line in lines if "in the mailbox" in line]
+    assert len(audits) == 2
+    assert audits[0].endswith("1 missing, 1 repaired: complete")
+    assert audits[1].endswith("0 missing, 0 repaired: complete")
+
+
 def test_example_queries_run_on_a_real_archive(config, graph, now):
     run_once(config)
     graph.mailbox.add_message(

@@ -304,7 +304,9 @@ def test_the_next_page_is_fetched_while_the_current_one_is_written(config, graph
         result = run_day(paged, start.date())
     assert result.messages == 300
     lists, folders = graph.records("list"), graph.records("folder")
-    assert len(lists) == 3 and len(folders) == 2
+    # 300 messages a second apart, 100 a page: each follow-up page re-reads the boundary
+    # second of the page before, so 3 pages' worth takes a 4th request.
+    assert len(lists) == 4 and len(folders) == 2
     # The second page was asked for before the engine had the first page's folder names.
     assert lists[1].started < folders[0].finished
     assert len(archived_rows(config.data_dir)) == 300

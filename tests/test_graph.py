@@ -3,7 +3,7 @@
 import dataclasses
 import itertools
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -11,9 +11,10 @@ from fund_mail.emulator import file_attachment
 from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
 from fund_mail.graph.client import GraphClient, read_ahead
+from fund_mail.graph.paging import Window
 from fund_mail.graph.retry import GraphRetry
 
-LIST_FILTER = "receivedDateTime ge 2000-01-01T00:00:00Z and isDraft eq false"
+LIST_WINDOW = Window(datetime(2000, 1, 1, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def client(config):
 
 
 def all_messages(client, page_size=1000):
-    return [m for page in client.fetch_message_pages(LIST_FILTER, page_size) for m in page]
+    return [m for page in client.fetch_message_pages(LIST_WINDOW, page_size) for m in page]
 
 
 def test_fractional_retry_after_is_parsed():
@@ -214,7 +215,7 @@ def test_read_ahead_stops_after_one_extra_page_when_the_caller_stops():
 def test_read_ahead_over_the_client_fetches_each_page_once(client, graph, now):
     for second in range(30):
         graph.mailbox.add_message(now - timedelta(seconds=second))
-    pages = read_ahead(client.fetch_message_pages(LIST_FILTER, 7))
+    pages = read_ahead(client.fetch_message_pages(LIST_WINDOW, 7))
     assert sum(len(page) for page in pages) == 30
     lists = graph.records("list")
     assert len(lists) == 5 and all(r.status == 200 for r in lists)

@@ -1,6 +1,7 @@
 """fund_mail_one_day's core: whole local days, independent of the incremental cursor."""
 
 import dataclasses
+import json
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -87,11 +88,16 @@ def test_one_day_leaves_the_cursor_alone(config, graph, now):
     graph.mailbox.add_message(now - timedelta(hours=1))
     run_once(config)
     state = (config.data_dir / "LAST_TIME.json").read_bytes()
-    graph.mailbox.add_message(now)
+    new = graph.mailbox.add_message(now)
     run_day(config, now.astimezone(config.tz).date())
     assert (config.data_dir / "LAST_TIME.json").read_bytes() == state
-    # fund_mail_once still archives the new message itself.
-    assert run_once(config).messages == 1
+    # fund_mail_once moves past the new message without archiving it a second time.
+    assert run_once(config).messages == 0
+    assert (
+        json.loads((config.data_dir / "LAST_TIME.json").read_text())["last_email_id"]
+        == new.immutable_id
+    )
+    assert [r["email_id"] for r in archived_rows(config.data_dir)].count(new.immutable_id) == 1
 
 
 def test_a_failing_day_raises_and_leaves_nothing(config, graph):

@@ -372,6 +372,34 @@ def clear_condition(data_dir: Path, key: str) -> None:
             save_state(data_dir, state)
 
 
+def report_audit(data_dir: Path, findings: dict[str, str | None]) -> None:
+    """The audit's findings per day (yyyy-mm-dd): a line naming a gap it could not repair, or
+    None when the day is complete. Raises AUDIT_GAP while any day has one, clears it after."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _state_lock(data_dir):
+        state = load_state(data_dir)
+        gaps: dict[str, str] = state.setdefault("audit_gaps", {})
+        for day, line in findings.items():
+            if line is None:
+                gaps.pop(day, None)
+            else:
+                gaps[day] = line
+        external = state.setdefault("external", {})
+        if gaps:
+            days = sorted(gaps)
+            since = external.get(AUDIT_GAP, {}).get("since") or iso(datetime.now(UTC))
+            external[AUDIT_GAP] = {
+                "title": f"the audit found gaps it could not repair on {len(days)} day(s)",
+                "since": since,
+                "detail": " / ".join(gaps[d] for d in days),
+                "fix": f"Run fund_mail_one_day --audit --from {days[0]} --to {days[-1]} again; "
+                "if a gap stays, the log names the messages that could not be read.",
+            }
+        else:
+            external.pop(AUDIT_GAP, None)
+        save_state(data_dir, state)
+
+
 def _quarantined(data_dir: Path) -> list[tuple[str, str]]:
     folder = data_dir / QUARANTINE
     if not folder.is_dir():

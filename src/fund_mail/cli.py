@@ -13,14 +13,10 @@ from datetime import date, datetime, timedelta
 from fund_mail.config import Config, load_config
 from fund_mail.engine import RunResult
 from fund_mail.errors import (
-    AccessDeniedError,
-    AuthError,
-    ConfigError,
     ExitCode,
     FundMailError,
-    LockedError,
+    IncompleteError,
     RunFailed,
-    StateError,
     UsageError,
 )
 from fund_mail.logs import REDACTOR, setup_logging
@@ -31,7 +27,7 @@ log = logging.getLogger("fund_mail.cli")
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 run or upload failed, 2 configuration or arguments, 3 locked, "
     "4 sign-in, 5 mailbox access denied, 6 state file unreadable, 7 the archive is incomplete "
-    "or altered (--verify)."
+    "or altered (an audit --dry-run found gaps, or --verify found damage)."
 )
 
 
@@ -318,7 +314,6 @@ def once_main(argv: list[str] | None = None) -> int:
 
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-SYSTEMIC = (AuthError, AccessDeniedError, ConfigError, LockedError, StateError)
 
 
 def one_day_parser() -> argparse.ArgumentParser:
@@ -337,6 +332,17 @@ def one_day_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--to", dest="date_to", metavar="YYYY-MM-DD", help="last day of a range, included"
+    )
+    parser.add_argument(
+        "--audit",
+        action="store_true",
+        help="instead of archiving whole days, compare each day in the mailbox with everything "
+        "ever archived and archive only what is missing (one line per day)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --audit: report the gaps, change nothing (exit 7 when there are gaps)",
     )
     return parser
 
@@ -407,62 +413,102 @@ class _Progress:
 
 
 def one_day_main(argv: list[str] | None = None) -> int:
-    args = one_day_parser().parse_args(argv)
+    parser = one_day_parser()
+    args = parser.parse_args(argv)
+    if args.dry_run and not args.audit:
+        parser.error("--dry-run goes with --audit")
 
     def work(config: Config) -> int:
-        from fund_mail.engine import run_day
-
         days = days_to_archive(args, datetime.now(config.tz).date())
-
-        def body() -> RunResult:
-            total, failed = RunResult(), []
-            delivery_error: FundMailError | None = None
-            progress = _Progress(days)
-            try:
-                for day in days:
-                    progress.start(day)
-                    try:
-                        result = run_day(config, day, on_page=progress.page)
-                    except SYSTEMIC:
-                        raise
-                    except Exception as e:  # noqa: BLE001 - one bad day must not stop a range
-                        log.error("%s failed: %s", day, e)
-                        failed.append(day)
-                        continue
-                    finally:
-                        progress.done()
-                    _say(result.summary(f"fund_mail_one_day {day}"))
-                    total.messages += result.messages
-                    total.attachments += result.attachments
-                    total.bytes += result.bytes
-                    if result.db_path and delivery_error is None:
-                        try:
-                            deliver_after("fund_mail_one_day", config, args, result)
-                        except FundMailError as e:
-                            log.error("%s", e)
-                            delivery_error = e  # keep archiving; the outbox keeps the rest
-            finally:
-                progress.close()
-            if len(days) > 1:
-                _say(
-                    f"fund_mail_one_day: {len(days)} day(s) from {days[0]} to {days[-1]}, "
-                    f"{total.messages} messages, {total.attachments} attachments, "
-                    f"{len(failed)} failed"
-                )
-            if failed:
-                error = RunFailed(
-                    f"{len(failed)} day(s) failed: {', '.join(map(str, failed))}. Run them "
-                    "again with fund_mail_one_day --date YYYY-MM-DD."
-                )
-                error.result = total
-                raise error
-            if delivery_error is not None:
-                raise delivery_error
-            return total
-
-        return _recorded("fund_mail_one_day", config, body)
+        body = _audit_days if args.audit else _archive_days
+        return _recorded("fund_mail_one_day", config, lambda: body(config, args, days))
 
     return _run("fund_mail_one_day", args, work)
+
+
+def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) -> RunResult:
+    from fund_mail.engine import range_failure, run_day, run_range
+
+    progress = _Progress(days)
+    delivery_errors: list[FundMailError] = []
+
+    def archive(day: date) -> RunResult:
+        progress.start(day)
+        try:
+            return run_day(config, day, on_page=progress.page)
+        finally:
+            progress.done()
+
+    def after(result: RunResult) -> None:
+        _say(outcome_line(result))
+        if result.db_path and not delivery_errors:
+            try:
+                deliver_after("fund_mail_one_day", config, args, result)
+            except FundMailError as e:
+                log.error("%s", e)
+                delivery_errors.append(e)  # keep archiving; the outbox keeps the rest
+
+    def outcome_line(result: RunResult) -> str:
+        return result.summary(f"fund_mail_one_day {progress.day}")
+
+    try:
+        outcome = run_range(days, archive, lambda day, result: outcome_line(result), after)
+    finally:
+        progress.close()
+    if len(days) > 1:
+        _say(
+            f"fund_mail_one_day: {len(days)} day(s) from {days[0]} to {days[-1]}, "
+            f"{outcome.total.messages} messages, {outcome.total.attachments} attachments, "
+            f"{len(outcome.failed)} failed"
+        )
+    failure = range_failure(outcome, "fund_mail_one_day --date YYYY-MM-DD")
+    if failure is not None:
+        raise failure
+    if delivery_errors:
+        raise delivery_errors[0]
+    return outcome.total
+
+
+def _audit_days(config: Config, args: argparse.Namespace, days: list[date]) -> RunResult:
+    """--audit: one line per day; exit 0 complete, 1 a repair failed, 7 gaps in a dry run."""
+    from fund_mail.engine import DayAudit, run_audit
+
+    progress = _Progress(days)
+
+    def report_day(audit: DayAudit) -> None:
+        progress.done()
+        _say(audit.line())
+
+    try:
+        report = run_audit(
+            config,
+            days,
+            dry_run=args.dry_run,
+            on_start=progress.start,
+            on_day=report_day,
+            on_page=progress.page,
+        )
+    finally:
+        progress.close()
+    if report.failed or (report.gaps and not args.dry_run):
+        unfinished = sorted(set(report.failed) | set(report.gaps))
+        error = RunFailed(
+            f"The audit could not finish {len(unfinished)} day(s): "
+            f"{', '.join(map(str, unfinished))}. Run fund_mail_one_day --audit --date "
+            "YYYY-MM-DD again for each; the log says why."
+        )
+        error.result = report.total
+        raise error
+    if report.gaps:
+        error = IncompleteError(
+            f"{len(report.gaps)} day(s) have gaps: {', '.join(map(str, report.gaps))}. "
+            "Repair them with fund_mail_one_day --audit (without --dry-run)."
+        )
+        error.result = report.total
+        raise error
+    if report.total.db_path:
+        deliver_after("fund_mail_one_day", config, args, report.total)
+    return report.total
 
 
 def pst_parser() -> argparse.ArgumentParser:
@@ -471,7 +517,7 @@ def pst_parser() -> argparse.ArgumentParser:
         description="Import a PST backup into TARGET/<pst name>.db (the archive schema) and "
         "TARGET/attach/yyyy_mm_dd/. Run it again to resume; nothing is imported twice.",
         epilog="Exit codes: 0 every item read, 1 some items or attachments could not be read "
-        "(listed in the report), 2 bad arguments or not a PST, 3 the PST is being imported.",
+        "(listed in the report), 2 bad arguments, not a PST, or an OST, 3 the PST is being imported.",
     )
     parser.add_argument("pst_path", metavar="PST_PATH", help="the .pst file")
     parser.add_argument("--target", required=True, metavar="DIR", help="the output folder")

@@ -44,6 +44,9 @@ class Config:
     timezone: str = "Asia/Seoul"
     overlap_minutes: int = 30
     page_size: int = 1000
+    publish_every: int = 2000
+    audit_at: str = "01:00"
+    audit_days: int = 2
     body_content_type: str = "html"
     http_timeout: float = 60.0
     max_concurrency: int = 4
@@ -88,6 +91,16 @@ class Config:
         values = [self.client_secret, self.client_cert_password]
         values += [self.sftp_password, self.sftp_key_passphrase, self.alert_smtp_password]
         return [v for v in values if v]
+
+
+def _clock(values: dict[str, str], key: str, default: str, problems: list[str]) -> str:
+    """A local time of day, HH:MM."""
+    text = values.get(key, "").strip() or default
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", text)
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        problems.append(f"{key}={text!r} is not a time of day: use HH:MM, e.g. {default}")
+        return default
+    return f"{int(match.group(1)):02d}:{match.group(2)}"
 
 
 def find_env_file(explicit: str | None) -> Path:
@@ -287,6 +300,9 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         timezone=timezone,
         overlap_minutes=_int(values, "OVERLAP_MINUTES", 30, 0, 7 * 24 * 60, problems),
         page_size=_int(values, "PAGE_SIZE", 1000, 1, 1000, problems),
+        publish_every=_int(values, "PUBLISH_EVERY", 2000, 1, 1_000_000, problems),
+        audit_at=_clock(values, "AUDIT_AT", "01:00", problems),
+        audit_days=_int(values, "AUDIT_DAYS", 2, 0, 31, problems),
         body_content_type=body_type,
         http_timeout=_float(values, "HTTP_TIMEOUT", 60.0, 1, 3600, problems),
         max_concurrency=_int(values, "MAX_CONCURRENCY", 4, 1, 4, problems),

@@ -15,6 +15,7 @@ POINTS = (
     "db-partial",  # the temporary DB holds some rows, uncommitted
     "db-written",  # temporary DB complete, not yet recorded
     "index-committed",  # ids recorded, DB not yet renamed into place
+    "chunk-published",  # a long catch-up published its first PUBLISH_EVERY messages
     "db-published",  # DB in place, cursor not yet saved
     "upload-partial",  # an upload is half sent
 )

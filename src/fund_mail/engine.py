@@ -1,7 +1,8 @@
-"""The sync engine: one shared core behind fund_mail_once and fund_mail_one_day.
+"""The sync engine: one shared core behind fund_mail_once, fund_mail_one_day and the audit.
 
-Archiver turns pages of Graph messages into one published archive DB with its attachments.
-run_once adds the incremental cursor; run_day a fixed local day. Both deliver through the outbox.
+Decisions are pure functions at the top of this file (the scan window, the next cursor, which
+days the self-audit covers), so they get table-driven tests. The effects below them fetch pages
+from Graph, write them through Archiver into published DBs, and move the cursor last.
 """
 
 from __future__ import annotations
@@ -9,26 +10,37 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fund_mail import crashpoints
 from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
 from fund_mail.archive.fsutil import RunLock
-from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.index import ArchiveIndex, AuditCounts
 from fund_mail.archive.manifest import update_manifests
 from fund_mail.archive.retention import RetentionReport, apply_retention
 from fund_mail.archive.rows import graph_time, message_row, parse_graph_time
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
-from fund_mail.errors import LockedError, StateError
+from fund_mail.errors import (
+    AccessDeniedError,
+    AuthError,
+    ConfigError,
+    GraphError,
+    LockedError,
+    RunFailed,
+    StateError,
+)
 from fund_mail.graph import attachments
 from fund_mail.graph.auth import TokenProvider
-from fund_mail.graph.client import GraphClient, read_ahead
+from fund_mail.graph.client import ID_FIELDS, GraphClient, read_ahead
 from fund_mail.graph.folders import FolderPaths
+from fund_mail.graph.paging import EPOCH, Window
 from fund_mail.logs import REDACTOR
 
 if TYPE_CHECKING:
@@ -37,21 +49,102 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BASELINE_PAGE = 50
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+AUDIT_PAGE = 1000  # the audit lists ids only: a full page costs no more than a short one
+FUTURE_SKEW = timedelta(minutes=5)  # a receivedDateTime further ahead never becomes the cursor
+# Failures that no other day of a range could escape: stop the range instead of repeating them.
+SYSTEMIC = (AuthError, AccessDeniedError, ConfigError, LockedError, StateError)
 
 
+# -- pure planning ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScanPlan:
+    """What one fund_mail_once run lists, and what it may archive."""
+
+    floor: datetime  # nothing received before it is archived
+    scan_from: datetime  # the window listed: [scan_from, now)
+    last_time: datetime  # the cursor's time before the run
+
+
+def plan_scan(cursor: Cursor | None, since: datetime | None, overlap: timedelta) -> ScanPlan:
+    """The one place that decides a run's scan window."""
+    if since is not None:
+        return ScanPlan(since, since, cursor.last_fetch_time if cursor else since)
+    if cursor is None:
+        raise ValueError("a run without a cursor takes a baseline first")
+    floor = cursor.archive_floor or cursor.last_fetch_time
+    last = cursor.last_fetch_time
+    return ScanPlan(floor, max(floor, last - overlap), last)
+
+
+def next_cursor(
+    previous: Cursor | None, plan: ScanPlan, newest: dict | None, now: datetime
+) -> Cursor:
+    """The cursor after a successful run: the newest message seen, never a future one.
+
+    A receivedDateTime far ahead of the clock (a broken sender's 2099) would make every later
+    scan start after all real mail, so such a message is archived but never becomes the cursor.
+    """
+    if newest is not None:
+        moment = parse_graph_time(newest["receivedDateTime"])
+        if plan.last_time <= moment <= now + FUTURE_SKEW:
+            return Cursor(newest["id"], moment, newest.get("subject") or "", plan.floor)
+    return Cursor(
+        previous.last_email_id if previous else "",
+        plan.last_time,
+        previous.title if previous else "",
+        plan.floor,
+    )
+
+
+def self_audit_days(
+    now_local: datetime, audit_at: str, audit_days: int, floor: datetime | None
+) -> list[date]:
+    """The days the daily self-audit covers at now_local: none before AUDIT_AT, none when
+    AUDIT_DAYS is 0, and never a day wholly before the archive floor (no backfill by the back
+    door). Whether today's audit already ran is the caller's question."""
+    hour, minute = map(int, audit_at.split(":"))
+    if audit_days <= 0 or now_local.time() < clock_time(hour, minute):
+        return []
+    today = now_local.date()
+    days = [today - timedelta(days=n) for n in range(audit_days, 0, -1)]
+    if floor is not None:
+        first = floor.astimezone(now_local.tzinfo).date()
+        days = [d for d in days if d >= first]
+    return days
+
+
+def day_bounds(day: date, config: Config) -> tuple[datetime, datetime]:
+    """[00:00, 24:00) of a local day in TIMEZONE, as UTC instants (DST-safe)."""
+    start = datetime.combine(day, datetime.min.time(), tzinfo=config.tz)
+    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=config.tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+# -- results ---------------------------------------------------------------------------------
 @dataclass
 class RunResult:
     messages: int = 0
     attachments: int = 0
     bytes: int = 0
     seconds: float = 0.0
-    db_path: Path | None = None
+    db_paths: list[Path] = field(default_factory=list)
     baseline: bool = False
     requests: int = 0
 
+    @property
+    def db_path(self) -> Path | None:
+        return self.db_paths[-1] if self.db_paths else None
+
+    def add(self, other: RunResult) -> None:
+        self.messages += other.messages
+        self.attachments += other.attachments
+        self.bytes += other.bytes
+        self.db_paths += other.db_paths
+
     def summary(self, command: str) -> str:
         where = str(self.db_path) if self.db_path else "no mail to archive, no DB written"
+        if len(self.db_paths) > 1:
+            where = f"{len(self.db_paths)} DBs, the last {self.db_path}"
         if self.baseline:
             where = "baseline recorded, nothing archived"
         return (
@@ -64,95 +157,145 @@ def received(message: dict) -> datetime:
     return parse_graph_time(message["receivedDateTime"])
 
 
+# -- the shared core -------------------------------------------------------------------------
 class Archiver:
-    """Writes accepted messages, page by page, into one temporary DB, then publishes it."""
+    """Writes accepted messages, page by page, into temporary DBs and publishes them.
 
-    def __init__(self, config: Config, client: GraphClient, index: ArchiveIndex, command: str):
+    command names the process's temporary files and its crash recovery ("once" or "day");
+    source is what the index records as having archived the ids ("once", "day" or "audit").
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        client: GraphClient,
+        index: ArchiveIndex,
+        command: str,
+        source: str | None = None,
+    ):
         self.config = config
         self.client = client
         self.index = index
         self.command = command
+        self.source = source or command
         self.folders = FolderPaths(client, config.max_concurrency)
 
     def archive(
         self,
         pages: Iterable[list[dict]],
         *,
-        accept: Callable[[dict], bool],
         day_folder: str,
         stem: str,
         dedupe: bool,
         on_page: Callable[[int], None] | None = None,
     ) -> RunResult:
-        config = self.config
-        day_dir = config.data_dir / day_folder
-        save_folder = f"{day_folder}/attach"
-        tmp_path = day_dir / f".{self.command}-{stem}.{time.time_ns()}.tmp"
+        """dedupe: skip ids the index knows, and publish each id exclusively. A DB is published
+        every PUBLISH_EVERY messages, so a long catch-up that gets killed keeps its progress."""
+        day_dir = self.config.data_dir / day_folder
         result = RunResult()
-        db: ArchiveDb | None = None
-        archived: list[tuple[str, str]] = []
-        seen: set[str] = set()
+        batch_db: _PendingDb | None = None
         try:
             for page in pages:
-                # Skip-based paging can repeat a message when new mail arrives mid-scan.
-                batch = [m for m in page if m["id"] not in seen and not m.get("isDraft")]
-                batch = [m for m in batch if accept(m)]
-                seen.update(m["id"] for m in page)
+                batch = [m for m in page if not m.get("isDraft")]
                 if dedupe and batch:
                     known = self.index.known_ids(m["id"] for m in batch)
                     batch = [m for m in batch if m["id"] not in known]
                 if on_page:
                     on_page(len(page))
-                if not batch:
-                    continue
-                if db is None:
-                    db = ArchiveDb(tmp_path)
-                self.folders.lookup(m.get("parentFolderId") for m in batch)
-                plans = [attachments.plan(m) for m in batch]
-                jobs = [job for plan in plans for job in plan.jobs]
-                result.bytes += attachments.download_all(
-                    self.client, jobs, day_dir / "attach", config.max_concurrency
-                )
-                crashpoints.reached("attachments-downloaded")
-                sent_items_id = self.folders.sent_items_id
-                for message, plan in zip(batch, plans, strict=True):
-                    row = message_row(
-                        message,
-                        folder_path=self.folders.path(message.get("parentFolderId")),
-                        mailbox=config.email_id,
-                        sent_folder_id=sent_items_id,
-                        tz=config.tz,
-                        notes=plan.all_notes(),
-                    )
-                    db.add(row, plan.rows(save_folder))
-                    crashpoints.reached("db-partial")
-                    archived.append((message["id"], graph_time(received(message))))
-            if db is None:
-                return result
-            db.finish()
-            crashpoints.reached("db-written")
-            published = self.index.publish(
-                tmp_path, day_dir, stem, self.command, archived if dedupe else None
-            )
+                for chunk in _chunks(batch, self.config.publish_every):
+                    if batch_db is None:
+                        batch_db = _PendingDb(day_dir, self.command, stem)
+                    self._write(chunk, batch_db, result)
+                    if batch_db.db.messages >= self.config.publish_every:
+                        self._publish(batch_db, result, dedupe)
+                        batch_db = None
+                        crashpoints.reached("chunk-published")
+            if batch_db is not None:
+                self._publish(batch_db, result, dedupe)
+                batch_db = None
         except BaseException:
-            if db is not None:
-                db.discard()
+            if batch_db is not None:
+                batch_db.db.discard()
             raise
-        result.messages, result.attachments = db.messages, db.attachments
-        result.db_path = published.path
         return result
+
+    def _write(self, batch: list[dict], pending: _PendingDb, result: RunResult) -> None:
+        config = self.config
+        save_folder = f"{pending.day_dir.name}/attach"
+        self.folders.lookup(m.get("parentFolderId") for m in batch)
+        plans = [attachments.plan(m) for m in batch]
+        jobs = [job for plan in plans for job in plan.jobs]
+        result.bytes += attachments.download_all(
+            self.client, jobs, pending.day_dir / "attach", config.max_concurrency
+        )
+        crashpoints.reached("attachments-downloaded")
+        sent_items_id = self.folders.sent_items_id
+        for message, plan in zip(batch, plans, strict=True):
+            row = message_row(
+                message,
+                folder_path=self.folders.path(message.get("parentFolderId")),
+                mailbox=config.email_id,
+                sent_folder_id=sent_items_id,
+                tz=config.tz,
+                notes=plan.all_notes(),
+            )
+            pending.db.add(row, plan.rows(save_folder))
+            crashpoints.reached("db-partial")
+            pending.ids.append((message["id"], graph_time(received(message))))
+
+    def _publish(self, pending: _PendingDb, result: RunResult, exclusive: bool) -> None:
+        pending.db.finish()
+        crashpoints.reached("db-written")
+        published = self.index.publish(
+            pending.db.path,
+            pending.day_dir,
+            pending.stem,
+            self.command,
+            pending.ids,
+            source=self.source,
+            exclusive=exclusive,
+        )
+        if published is None:
+            return  # another command archived all of them first
+        result.messages += pending.db.messages - published.dropped_messages
+        result.attachments += pending.db.attachments - published.dropped_attachments
+        result.db_paths.append(published.path)
+
+
+class _PendingDb:
+    """A temporary DB being filled, and the (id, received) pairs it holds."""
+
+    def __init__(self, day_dir: Path, command: str, stem: str) -> None:
+        self.day_dir = day_dir
+        self.stem = stem
+        self.db = ArchiveDb(day_dir / f".{command}-{stem}.{time.time_ns()}.tmp")
+        self.ids: list[tuple[str, str]] = []
+
+
+def _chunks(batch: list[dict], size: int) -> Iterator[list[dict]]:
+    for start in range(0, len(batch), size):
+        yield batch[start : start + size]
 
 
 @dataclass
 class Newest:
-    """The newest message a scan saw, archived or not: it becomes the cursor."""
+    """The newest message a scan saw, archived or not: it may become the cursor."""
 
+    now: datetime
     message: dict | None = None
+    future: int = 0
 
     def track(self, pages: Iterable[list[dict]]) -> Iterator[list[dict]]:
         for page in pages:
             for message in page:
-                if self.message is None or received(message) > received(self.message):
+                try:
+                    moment = received(message)
+                except (KeyError, TypeError, ValueError):
+                    continue  # no usable date: it cannot be the cursor
+                if moment > self.now + FUTURE_SKEW:
+                    self.future += 1
+                    continue
+                if self.message is None or moment > received(self.message):
                     self.message = message
             yield page
 
@@ -185,14 +328,11 @@ def _load_cursor(config: Config, since: datetime | None) -> Cursor | None:
         return None
 
 
-def establish_baseline(client: GraphClient, index: ArchiveIndex, config: Config) -> Cursor:
+def establish_baseline(client: GraphClient, index: ArchiveIndex) -> Cursor:
     """First run: remember the newest message (and any in the same second) without archiving."""
     newest: dict | None = None
     same_second: list[tuple[str, str]] = []
-    pages = client.fetch_message_pages(
-        f"receivedDateTime ge {graph_time(EPOCH)} and isDraft eq false", BASELINE_PAGE
-    )
-    for page in pages:
+    for page in client.fetch_message_pages(Window(EPOCH), BASELINE_PAGE):
         for message in page:
             newest = newest or message
             if received(message) != received(newest):
@@ -210,27 +350,37 @@ def establish_baseline(client: GraphClient, index: ArchiveIndex, config: Config)
     return Cursor(newest["id"], moment, newest.get("subject") or "", archive_floor=moment)
 
 
+def _cursor_from_index(index: ArchiveIndex) -> Cursor | None:
+    newest = index.newest_archived()
+    if newest is None:
+        return None
+    log.warning("LAST_TIME.json is missing; resuming from the archive index")
+    # The baseline's own time is the floor again, so the overlap window is kept.
+    floor = index.baseline_time()
+    return Cursor(
+        newest[0],
+        parse_graph_time(newest[1]),
+        archive_floor=parse_graph_time(floor) if floor else EPOCH,
+    )
+
+
 def run_once(
-    config: Config, since: datetime | None = None, client: GraphClient | None = None
+    config: Config,
+    since: datetime | None = None,
+    client: GraphClient | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RunResult:
-    """One incremental run: archive everything new since the cursor, exactly once."""
+    """One incremental run: archive everything new since the cursor, exactly once; then the
+    daily self-audit when it is due."""
     started = time.monotonic()
-    run_time = datetime.now(config.tz)
+    run_time = now()
     with exclusive_index(config, "once", "fund_mail_once") as index:
         cursor = _load_cursor(config, since)
         client = client or open_graph(config)
         if cursor is None and since is None and index.has_archived():
-            email_id, received_utc = index.newest_archived()
-            log.warning("LAST_TIME.json is missing; resuming from the archive index")
-            # The baseline's own time is the floor again, so the overlap window is kept.
-            floor = index.baseline_time()
-            cursor = Cursor(
-                email_id,
-                parse_graph_time(received_utc),
-                archive_floor=parse_graph_time(floor) if floor else EPOCH,
-            )
+            cursor = _cursor_from_index(index)
         if cursor is None and since is None:
-            cursor = establish_baseline(client, index, config)
+            cursor = establish_baseline(client, index)
             write_cursor(config.data_dir, cursor, config.tz)
             if cursor.last_email_id:
                 log.info(
@@ -246,58 +396,35 @@ def run_once(
             return RunResult(
                 baseline=True, seconds=time.monotonic() - started, requests=client.requests_made
             )
-        if since is not None:
-            floor = scan_from = since
-            last_time = cursor.last_fetch_time if cursor else since
-        else:
-            if cursor.archive_floor is None and not index.has_archived():
-                # A LAST_TIME.json from the previous tool: it archived up to its cursor.
-                index.record_baseline([(cursor.last_email_id, graph_time(cursor.last_fetch_time))])
-            floor = cursor.archive_floor or cursor.last_fetch_time
-            last_time = cursor.last_fetch_time
-            scan_from = max(floor, last_time - timedelta(minutes=config.overlap_minutes))
-        newest = Newest()
-        pages = read_ahead(
-            client.fetch_message_pages(
-                f"receivedDateTime ge {graph_time(scan_from)} and isDraft eq false",
-                config.page_size,
-            )
-        )
+        if since is None and cursor.archive_floor is None and not index.has_archived():
+            # A LAST_TIME.json from the previous tool: it archived up to its cursor.
+            index.record_baseline([(cursor.last_email_id, graph_time(cursor.last_fetch_time))])
+        plan = plan_scan(cursor, since, timedelta(minutes=config.overlap_minutes))
+        newest = Newest(run_time)
+        pages = read_ahead(client.fetch_message_pages(Window(plan.scan_from), config.page_size))
+        local = run_time.astimezone(config.tz)
         result = Archiver(config, client, index, "once").archive(
             newest.track(pages),
-            accept=lambda m: received(m) >= floor,
-            day_folder=run_time.strftime("%Y_%m_%d"),
-            stem=run_time.strftime("fm_%Y_%m_%d_%H%M"),
+            day_folder=local.strftime("%Y_%m_%d"),
+            stem=local.strftime("fm_%Y_%m_%d_%H%M"),
             dedupe=True,
         )
         crashpoints.reached("db-published")
-        # The DB is durable and recorded; only now may the cursor move.
-        if newest.message is not None and received(newest.message) >= last_time:
-            cursor = Cursor(
-                newest.message["id"],
-                received(newest.message),
-                newest.message.get("subject") or "",
-                floor,
+        if newest.future:
+            log.warning(
+                "%d message(s) carry a receivedDateTime in the future; archived, but the "
+                "cursor does not move to them",
+                newest.future,
             )
-        else:
-            cursor = Cursor(
-                cursor.last_email_id if cursor else "",
-                last_time,
-                cursor.title if cursor else "",
-                floor,
-            )
-        write_cursor(config.data_dir, cursor, config.tz)
+        # The DBs are durable and recorded; only now may the cursor move.
+        write_cursor(
+            config.data_dir, next_cursor(cursor, plan, newest.message, run_time), config.tz
+        )
+        _self_audit(config, client, index, local, plan.floor)
         refresh_manifests(config, index)
         result.seconds = time.monotonic() - started
         result.requests = client.requests_made
         return result
-
-
-def day_bounds(day: date, config: Config) -> tuple[datetime, datetime]:
-    """[00:00, 24:00) of a local day in TIMEZONE, as UTC instants (DST-safe)."""
-    start = datetime.combine(day, datetime.min.time(), tzinfo=config.tz)
-    end = datetime.combine(day + timedelta(days=1), datetime.min.time(), tzinfo=config.tz)
-    return start.astimezone(UTC), end.astimezone(UTC)
 
 
 def run_day(
@@ -316,16 +443,9 @@ def run_day(
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         client = client or open_graph(config)
         start, end = day_bounds(day, config)
-        pages = read_ahead(
-            client.fetch_message_pages(
-                f"receivedDateTime ge {graph_time(start)} and receivedDateTime lt "
-                f"{graph_time(end)} and isDraft eq false",
-                config.page_size,
-            )
-        )
+        pages = read_ahead(client.fetch_message_pages(Window(start, end), config.page_size))
         result = Archiver(config, client, index, "day").archive(
             pages,
-            accept=lambda m: start <= received(m) < end,
             day_folder=day.strftime("%Y_%m_%d"),
             stem=f"fm_{day.strftime('%Y_%m_%d')}_{run_time.strftime('%H%M')}",
             dedupe=False,
@@ -337,6 +457,226 @@ def run_day(
         return result
 
 
+# -- ranges ----------------------------------------------------------------------------------
+@dataclass
+class RangeResult:
+    total: RunResult = field(default_factory=RunResult)
+    failed: list[date] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+def run_range(
+    days: list[date],
+    run_one: Callable[[date], RunResult],
+    describe: Callable[[date, RunResult], str],
+    after_day: Callable[[RunResult], None] | None = None,
+) -> RangeResult:
+    """Run each day; a failed day is listed and the others go on, unless the failure is
+    systemic (sign-in, access, configuration, lock, state), which every day would repeat."""
+    outcome = RangeResult()
+    for day in days:
+        try:
+            result = run_one(day)
+        except SYSTEMIC:
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad day must not stop a range
+            log.error("%s failed: %s", day, e)
+            outcome.failed.append(day)
+            continue
+        outcome.lines.append(describe(day, result))
+        outcome.total.add(result)
+        if after_day is not None:
+            after_day(result)
+    return outcome
+
+
+def range_failure(outcome: RangeResult, retry_hint: str) -> RunFailed | None:
+    if not outcome.failed:
+        return None
+    error = RunFailed(
+        f"{len(outcome.failed)} day(s) failed: {', '.join(map(str, outcome.failed))}. "
+        f"Run them again with {retry_hint}."
+    )
+    error.result = outcome.total
+    return error
+
+
+# -- the completeness audit ------------------------------------------------------------------
+@dataclass
+class DayAudit:
+    day: date
+    counts: AuditCounts
+    result: RunResult = field(default_factory=RunResult)
+
+    @property
+    def complete(self) -> bool:
+        return self.counts.missing == self.counts.repaired
+
+    def line(self) -> str:
+        c = self.counts
+        verdict = "complete" if self.complete else "GAPS"
+        if c.dry_run and c.missing:
+            verdict = "GAPS (dry run: nothing repaired)"
+        return (
+            f"{self.day}: {c.in_mailbox} in the mailbox, {c.archived} already archived, "
+            f"{c.missing} missing, {c.repaired} repaired: {verdict}"
+        )
+
+
+def audit_day(
+    config: Config,
+    client: GraphClient,
+    index: ArchiveIndex,
+    day: date,
+    *,
+    command: str,
+    dry_run: bool = False,
+    not_before: datetime | None = None,
+    on_page: Callable[[int], None] | None = None,
+) -> DayAudit:
+    """Compare a day in the mailbox with everything ever archived; archive what is missing.
+
+    The listing is cheap (ids only, 1,000 a page). Only missing messages are fetched whole,
+    one request each, and they go into a new DB in that day's folder through the outbox.
+    """
+    start, end = day_bounds(day, config)
+    if not_before is not None:
+        start = max(start, not_before)
+    listed: list[str] = []
+    if start < end:
+        for page in client.fetch_message_pages(
+            Window(start, end), AUDIT_PAGE, fields=ID_FIELDS, expand=False
+        ):
+            listed += [m["id"] for m in page if not m.get("isDraft")]
+            if on_page:
+                on_page(len(page))
+    known = index.known_ids(listed)
+    missing = [i for i in listed if i not in known]
+    counts = AuditCounts(len(listed), len(known), len(missing), 0, dry_run)
+    if dry_run or not missing:
+        return DayAudit(day, counts)
+    with ThreadPoolExecutor(config.max_concurrency, thread_name_prefix="audit") as pool:
+        fetched = list(pool.map(lambda i: _fetch_if_present(client, i), missing))
+    present = [m for m in fetched if m is not None]
+    vanished = len(fetched) - len(present)
+    if vanished:
+        log.info("%s: %d missing message(s) were deleted before they could be read", day, vanished)
+    result = Archiver(config, client, index, command, source="audit").archive(
+        [present],
+        day_folder=day.strftime("%Y_%m_%d"),
+        stem=f"fm_{day.strftime('%Y_%m_%d')}_{datetime.now(config.tz).strftime('%H%M')}",
+        dedupe=True,
+    )
+    # Archived now, by this audit or by a run that took some of them first.
+    repaired = len(index.known_ids(m["id"] for m in present))
+    counts = AuditCounts(
+        len(listed) - vanished, len(known), len(missing) - vanished, repaired, dry_run
+    )
+    return DayAudit(day, counts, result)
+
+
+def _fetch_if_present(client: GraphClient, message_id: str) -> dict | None:
+    try:
+        return client.fetch_message(message_id)
+    except GraphError as e:
+        if e.status == 404:
+            return None  # deleted since it was listed: nothing left to archive
+        raise
+
+
+@dataclass
+class AuditReport:
+    audits: list[DayAudit] = field(default_factory=list)
+    failed: list[date] = field(default_factory=list)  # the audit itself failed on these days
+    total: RunResult = field(default_factory=RunResult)
+
+    @property
+    def gaps(self) -> list[date]:
+        return [a.day for a in self.audits if not a.complete]
+
+
+def run_audit(
+    config: Config,
+    days: list[date],
+    *,
+    dry_run: bool = False,
+    on_start: Callable[[date], None] | None = None,
+    on_day: Callable[[DayAudit], None] | None = None,
+    on_page: Callable[[int], None] | None = None,
+    client: GraphClient | None = None,
+) -> AuditReport:
+    """fund_mail_one_day --audit: each day in turn, under fund_mail_one_day's lock."""
+    with exclusive_index(config, "day", "fund_mail_one_day") as index:
+        client = client or open_graph(config)
+
+        def audit_one(day: date) -> RunResult:
+            if on_start:
+                on_start(day)
+            try:
+                audit = audit_day(
+                    config, client, index, day, command="day", dry_run=dry_run, on_page=on_page
+                )
+            except Exception as e:
+                index.record_audit(day.isoformat(), "manual", AuditCounts(dry_run=dry_run), str(e))
+                raise
+            index.record_audit(day.isoformat(), "manual", audit.counts)
+            if not dry_run:
+                report_audit_findings(
+                    config, {day.isoformat(): None if audit.complete else audit.line()}
+                )
+            report.audits.append(audit)
+            if on_day:
+                on_day(audit)
+            return audit.result
+
+        report = AuditReport()
+        try:
+            outcome = run_range(days, audit_one, lambda day, result: "")
+        finally:
+            refresh_manifests(config, index)
+        report.failed, report.total = outcome.failed, outcome.total
+        report.total.requests = client.requests_made
+        return report
+
+
+def _self_audit(
+    config: Config, client: GraphClient, index: ArchiveIndex, now_local: datetime, floor: datetime
+) -> None:
+    """The daily self-audit inside fund_mail_once: never fails the incremental run."""
+    days = self_audit_days(now_local, config.audit_at, config.audit_days, floor)
+    if not days:
+        return
+    midnight = now_local.replace(hour=0, minute=0, second=0, microsecond=0)
+    done = index.audited_complete_since(graph_time(midnight), [d.isoformat() for d in days])
+    at = graph_time(now_local)
+    findings: dict[str, str | None] = {}
+    for day in [d for d in days if d.isoformat() not in done]:
+        try:
+            audit = audit_day(config, client, index, day, command="once", not_before=floor)
+        except Exception as e:  # noqa: BLE001 - the audit is retried by the next run
+            log.warning("Self-audit of %s failed (retried on the next run): %s", day, e)
+            error = REDACTOR.redact(str(e)) or type(e).__name__
+            index.record_audit(day.isoformat(), "self", AuditCounts(), error, at=at)
+            continue
+        index.record_audit(day.isoformat(), "self", audit.counts, at=at)
+        log.info("Self-audit %s", audit.line())
+        findings[day.isoformat()] = None if audit.complete else audit.line()
+    report_audit_findings(config, findings)
+
+
+def report_audit_findings(config: Config, findings: dict[str, str | None]) -> None:
+    """Hand the audit's unrepaired gaps (and the days found complete) to the alerts."""
+    if not findings:
+        return
+    from fund_mail.alerts import report_audit
+
+    try:
+        report_audit(config.data_dir, findings)
+    except Exception as e:  # noqa: BLE001 - the alert state must never fail a run
+        log.error("Could not record the audit's findings for the alerts: %s", e)
+
+
+# -- manifests and retention ----------------------------------------------------------------
 def refresh_manifests(config: Config, index: ArchiveIndex) -> None:
     """Hash what was published and update the day manifests. The archive itself is already
     safe, so a failure here is logged and the next run catches up."""
@@ -377,6 +717,7 @@ def retain(config: Config, today: date | None = None) -> RetentionReport | None:
     return None
 
 
+# -- delivery and history --------------------------------------------------------------------
 def deliver(config: Config) -> DeliveryReport | None:
     """Deliver everything queued in the outbox (oldest first); None when nothing is queued.
 

@@ -73,5 +73,11 @@ class RunFailed(FundMailError):
     """Part of the work failed (for example some days of a range); the rest is done."""
 
 
+class IncompleteError(FundMailError):
+    """A check found the archive incomplete or altered; nothing was changed."""
+
+    exit_code = ExitCode.INCOMPLETE
+
+
 class DeliveryError(FundMailError):
     """The SFTP upload failed; the archive is safe locally and stays queued."""

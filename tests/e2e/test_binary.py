@@ -125,11 +125,23 @@ def test_binary_runs_the_demo(install_dir):
     assert "Run 2 (new mail arrived):" in demo.stdout and "Sent Items" in demo.stdout
 
 
-PST_FIXTURE = ROOT.parent / "shared" / "fixtures" / "pst" / "Outlook.pst"
+def test_pst_binary_imports_the_fixtures(install_dir, tmp_path):
+    from tests.pst.fixtures import fixture
 
-
-@pytest.mark.skipif(not PST_FIXTURE.exists(), reason="PST fixtures not found (shared/fixtures/pst)")
-def test_pst_binary_imports_the_fixture(install_dir, tmp_path):
-    result = run(install_dir / "fund_mail_pst", str(PST_FIXTURE), "--target", str(tmp_path / "out"))
+    result = run(
+        install_dir / "fund_mail_pst",
+        str(fixture("Outlook.pst")),
+        "--target",
+        str(tmp_path / "out"),
+    )
     assert result.returncode == 0, result.stderr
     assert "total                                        14     11" in result.stdout
+    # The embedded message with its own attachment: the bundled PST node reader is there.
+    nested = run(
+        install_dir / "fund_mail_pst",
+        str(fixture("testPST.pst")),
+        "--target",
+        str(tmp_path / "out"),
+    )
+    assert nested.returncode == 0, nested.stderr
+    assert "Every item and attachment was read." in nested.stdout

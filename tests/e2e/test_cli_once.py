@@ -117,7 +117,9 @@ def test_secrets_never_reach_the_log(env_file, graph, data_dir, now):
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
-@pytest.mark.parametrize("point", [p for p in crashpoints.POINTS if p != "upload-partial"])
+@pytest.mark.parametrize(
+    "point", [p for p in crashpoints.POINTS if p not in ("upload-partial", "chunk-published")]
+)
 def test_kill_at_any_point_loses_nothing_and_duplicates_nothing(
     env_file, graph, data_dir, now, point
 ):

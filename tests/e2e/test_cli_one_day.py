@@ -1,7 +1,6 @@
 """fund_mail_one_day and run_one_day.sh as an operator runs them."""
 
 import subprocess
-from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -98,10 +97,14 @@ def test_one_day_and_once_at_the_same_time(env_file, graph, data_dir, now):
     once_out, once_err = once.communicate(timeout=120)
     assert (once.returncode, day.returncode) == (0, 0), once_err + day.stderr
     rows = archived_rows(data_dir)
-    by_db = Counter(r["_db"].name for r in rows)
-    assert len(by_db) == 2 and all(n >= 40 for n in by_db.values())
-    once_ids = [r["email_id"] for r in rows if r["_db"] == Path(once_out.split(", ")[-1].strip())]
-    assert sorted(once_ids) == sorted(m.immutable_id for m in fresh)
+    fresh_ids = {m.immutable_id for m in fresh}
+    # The day's DB holds the whole day. fund_mail_once leaves out whatever the day's DB
+    # recorded first, so no message is in two DBs because of the race (it may have none).
+    day_db = next(p for p in data_dir.glob("*/fm_*.db") if p.name in day.stdout)
+    day_ids = [r["email_id"] for r in rows if r["_db"] == day_db]
+    once_ids = [r["email_id"] for r in rows if r["_db"] != day_db]
+    assert fresh_ids <= set(day_ids) | set(once_ids)
+    assert len(once_ids) == len(set(once_ids))
     # The attachment files they share are whole.
     for row in archived_rows(data_dir, "fund_mail_attach"):
         assert (data_dir / row["save_folder"] / row["phy_file_name"]).stat().st_size == 50

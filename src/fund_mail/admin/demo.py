@@ -16,7 +16,7 @@ from fund_mail.emulator import (
     item_attachment,
     reference_attachment,
 )
-from fund_mail.engine import run_once
+from fund_mail.engine import run_audit, run_once
 
 PDF = b"%PDF-1.4\n% fund_mail demo\n" + b"0" * 2048
 XLSX = b"PK\x03\x04 demo spreadsheet " + b"1" * 4096
@@ -116,7 +116,8 @@ def run_demo() -> int:
         config = config_from_values(graph.env_values(data_dir), source="demo")
         now = datetime.now(UTC).replace(microsecond=0)
         print(f"Graph emulator at {graph.url}, mailbox {graph.mailbox.address}")
-        seed_history(graph, now - timedelta(minutes=10))
+        # History from yesterday: it is before the baseline, so it is never archived.
+        seed_history(graph, now - timedelta(days=1))
 
         first = run_once(config)
         print("Run 1 (first run: baseline, nothing archived):")
@@ -132,5 +133,25 @@ def run_demo() -> int:
         )
         if second.db_path:
             print_archive(second.db_path, data_dir)
-        print("Uploads are off in the demo (HOST is empty); see README 'SFTP delivery'.")
+
+        # Restored from Deleted Items with its old date: older than any overlap window.
+        today = now.astimezone(config.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+        restored_at = max(today, now - timedelta(hours=2))
+        graph.mailbox.add_message(
+            restored_at,
+            subject="Restored: 운용사 계약서 (old date)",
+            from_=PARTNER,
+            attachments=[file_attachment("계약서.pdf", PDF)],
+        )
+        third = run_once(config)
+        print("\nRun 3 (a message restored with an old date; no run can see it):")
+        print(f"  {third.summary('fund_mail_once')}")
+        day = today.date()
+        print(f"fund_mail_one_day --audit --date {day} (repairs what is missing):")
+        for audit in run_audit(config, [day]).audits:
+            print(f"  {audit.line()}")
+        print(f"fund_mail_one_day --audit --date {day} (again):")
+        for audit in run_audit(config, [day]).audits:
+            print(f"  {audit.line()}")
+        print("\nUploads are off in the demo (HOST is empty); see README 'SFTP delivery'.")
     return 0

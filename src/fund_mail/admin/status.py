@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
-from fund_mail.archive.index import INDEX_NAME
+from fund_mail.archive.index import INDEX_NAME, audit_history
 from fund_mail.archive.manifest import DAY_RE
 from fund_mail.archive.rows import local_time, parse_graph_time
 from fund_mail.config import Config
@@ -96,6 +96,7 @@ def status_report(config: Config) -> str:
         )
     else:
         lines.append("  last error:        none")
+    lines += audit_lines(config)
     return "\n".join(lines)
 
 
@@ -123,3 +124,31 @@ def local_disk_lines(config: Config) -> list[str]:
 def _holds_data(day_dir: Path) -> bool:
     """A day whose data retention removed keeps only its manifest."""
     return any(p.is_file() and not p.name.startswith("manifest_") for p in day_dir.rglob("*"))
+
+
+def audit_lines(config: Config, today: date | None = None) -> list[str]:
+    """The last 7 days: verified complete, gaps found and repaired, or not yet audited."""
+    today = today or datetime.now(config.tz).date()
+    days = [(today - timedelta(days=n)).isoformat() for n in range(1, 8)]
+    history = audit_history(config.data_dir, days)
+    lines = ["  audit, last 7 days:"]
+    for day in days:
+        record = history.get(day)
+        if record is None:
+            state = "not yet audited"
+        elif record.error:
+            state = f"audit FAILED {_local(record.audited_at, config)}: {record.error[:120]}"
+        elif record.missing == 0:
+            state = (
+                f"verified complete {_local(record.audited_at, config)}, "
+                f"{record.in_mailbox} message(s)"
+            )
+        elif record.dry_run:
+            state = f"{record.missing} missing (dry run, not repaired yet)"
+        else:
+            state = (
+                f"{record.missing} gap(s) found, {record.repaired} repaired "
+                f"{_local(record.audited_at, config)}, {record.in_mailbox} message(s)"
+            )
+        lines.append(f"    {day}  {state}")
+    return lines

@@ -18,12 +18,16 @@ from pathlib import Path
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock, fsync_path
+from fund_mail.archive.store import remove_messages
 from fund_mail.errors import StateError
 
 log = logging.getLogger(__name__)
 
 INDEX_NAME = "fund_mail_index.sqlite3"
 BASELINE = "(baseline)"  # db_file of ids known at the baseline: never archived by fund_mail_once
+INDEX_VERSION = 2  # 2: archived.command, one_day ids recorded, audits
+# Commands whose ids define where fund_mail_once stands (a lost cursor is rebuilt from them).
+INCREMENTAL = ("once", "baseline")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS archived (
@@ -44,6 +48,18 @@ CREATE TABLE IF NOT EXISTS outbox (
     delivered_at TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS audits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    day TEXT NOT NULL,
+    audited_at TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    in_mailbox INTEGER NOT NULL,
+    archived INTEGER NOT NULL,
+    missing INTEGER NOT NULL,
+    repaired INTEGER NOT NULL,
+    dry_run INTEGER NOT NULL DEFAULT 0,
+    error TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -110,9 +126,82 @@ def utc_now_text() -> str:
 
 
 @dataclass(frozen=True)
+class AuditCounts:
+    in_mailbox: int = 0
+    archived: int = 0  # already archived before this audit
+    missing: int = 0
+    repaired: int = 0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    day: str
+    audited_at: str
+    trigger: str
+    in_mailbox: int
+    archived: int
+    missing: int
+    repaired: int
+    dry_run: int
+    error: str
+
+    @property
+    def complete(self) -> bool:
+        return not self.error and self.missing == self.repaired
+
+
+def read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot create or change the file (for --status and checks)."""
+    # as_uri() escapes '#', '?', '%' and spaces, and writes UNC paths as file://server/...
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def audit_history(data_dir: Path, days: Iterable[str]) -> dict[str, AuditRecord]:
+    """The newest audit of each day, read-only; {} when the index has no audits yet."""
+    path = data_dir / INDEX_NAME
+    if not path.exists():
+        return {}
+    conn = read_only(path)
+    try:
+        latest = {}
+        for day in days:
+            row = conn.execute(
+                "SELECT day, audited_at, trigger, in_mailbox, archived, missing, repaired, "
+                "dry_run, error FROM audits WHERE day = ? ORDER BY id DESC LIMIT 1",
+                (day,),
+            ).fetchone()
+            if row:
+                latest[day] = AuditRecord(*row)
+        return latest
+    except sqlite3.OperationalError:
+        return {}  # an index written before audits existed
+    finally:
+        conn.close()
+
+
+def _ids_in_db(path: Path) -> list[tuple[str, str]]:
+    """(email_id, received_utc) of every message in an archive DB; [] when it is unreadable."""
+    if not path.is_file():
+        return []
+    try:
+        conn = read_only(path)
+        try:
+            rows = conn.execute("SELECT email_id, email_time FROM fund_mail").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as e:
+        log.warning("Could not read the ids of %s (%s)", path, e)
+        return []
+    return [(i, t[:19].replace(" ", "T") + "Z") for i, t in rows]
+
+
+@dataclass(frozen=True)
 class Published:
     path: Path
     relative: str
+    dropped_messages: int = 0  # archived meanwhile by another command, left out
+    dropped_attachments: int = 0
 
 
 class ArchiveIndex:
@@ -124,6 +213,7 @@ class ArchiveIndex:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
             self._conn.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as e:
             raise StateError(
                 f"The archive index {self.path} cannot be read ({e}). Move it aside and run "
@@ -133,6 +223,34 @@ class ArchiveIndex:
 
     def close(self) -> None:
         self._conn.close()
+
+    def _migrate(self) -> None:
+        """Bring an index written by an earlier version up to INDEX_VERSION, once."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version >= INDEX_VERSION:
+            return
+        with self.transaction() as conn:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(archived)")}
+            if "command" not in columns:
+                conn.execute("ALTER TABLE archived ADD COLUMN command TEXT NOT NULL DEFAULT 'once'")
+                conn.execute(
+                    "UPDATE archived SET command = 'baseline' WHERE db_file = ?", (BASELINE,)
+                )
+            # Earlier versions did not record the ids of fund_mail_one_day DBs. The audit compares
+            # the mailbox with everything ever archived, so read them from those DBs once.
+            unrecorded = conn.execute(
+                "SELECT db_path FROM outbox WHERE db_path NOT IN (SELECT db_file FROM archived)"
+            ).fetchall()
+            for (relative,) in unrecorded:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO archived (email_id, received_utc, db_file, archived_at, "
+                    "command) VALUES (?, ?, ?, ?, 'day')",
+                    [
+                        (i, r, relative, utc_now_text())
+                        for i, r in _ids_in_db(self.data_dir / relative)
+                    ],
+                )
+            conn.execute(f"PRAGMA user_version = {INDEX_VERSION}")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -150,11 +268,14 @@ class ArchiveIndex:
 
     # -- de-duplication --------------------------------------------------------------------
     def known_ids(self, email_ids: Iterable[str]) -> set[str]:
-        ids = list(email_ids)
+        return self._known(self._conn, list(email_ids))
+
+    @staticmethod
+    def _known(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
         known: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            rows = self._conn.execute(
+            rows = conn.execute(
                 f"SELECT email_id FROM archived WHERE email_id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
@@ -162,12 +283,19 @@ class ArchiveIndex:
         return known
 
     def has_archived(self) -> bool:
-        return self._conn.execute("SELECT 1 FROM archived LIMIT 1").fetchone() is not None
+        """Whether fund_mail_once has a baseline or archived anything (backfills do not count)."""
+        row = self._conn.execute(
+            "SELECT 1 FROM archived WHERE command IN (?, ?) LIMIT 1", INCREMENTAL
+        ).fetchone()
+        return row is not None
 
     def newest_archived(self) -> tuple[str, str] | None:
-        """(email_id, received_utc) of the newest archived message, to rebuild a lost cursor."""
+        """(email_id, received_utc) of the newest message fund_mail_once archived, to rebuild a
+        lost cursor."""
         return self._conn.execute(
-            "SELECT email_id, received_utc FROM archived ORDER BY received_utc DESC LIMIT 1"
+            "SELECT email_id, received_utc FROM archived WHERE command IN (?, ?) "
+            "ORDER BY received_utc DESC LIMIT 1",
+            INCREMENTAL,
         ).fetchone()
 
     def baseline_time(self) -> str | None:
@@ -180,7 +308,8 @@ class ArchiveIndex:
     def record_baseline(self, ids_received: Iterable[tuple[str, str]]) -> None:
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT OR IGNORE INTO archived VALUES (?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO archived (email_id, received_utc, db_file, archived_at, "
+                "command) VALUES (?, ?, ?, ?, 'baseline')",
                 [(i, r, BASELINE, utc_now_text()) for i, r in ids_received],
             )
 
@@ -191,17 +320,22 @@ class ArchiveIndex:
         day_dir: Path,
         stem: str,
         command: str,
-        archived: list[tuple[str, str]] | None,
-    ) -> Published:
+        archived: list[tuple[str, str]],
+        source: str | None = None,
+        exclusive: bool = True,
+    ) -> Published | None:
         """Give a finished temporary DB its final name, recording it (and its ids) first.
 
         The name is chosen inside the transaction, so fund_mail_once and fund_mail_one_day never
-        pick the same one; a clash with an existing file gets a suffix (_2, _3, ...). The publish
-        lock is held from the commit point to the rename, so that the service can stop a cycle
-        without killing it mid-publish.
+        pick the same one; a clash with an existing file gets a suffix (_2, _3, ...).
+        exclusive: ids that another command archived since this run checked are taken out of
+        the DB first, under the index's write lock, so that no id ends up in two DBs; None when
+        nothing is left. A backfill is not exclusive: it writes whole days on request, and the
+        first DB stays the id's record. The publish lock is held from the commit point to the
+        rename, so that the service can stop a cycle without killing it mid-publish.
         """
         with self.publish_lock():
-            return self._publish(tmp_path, day_dir, stem, command, archived)
+            return self._publish(tmp_path, day_dir, stem, command, archived, source, exclusive)
 
     def publish_lock(self) -> RunLock:
         return RunLock(self.data_dir / PUBLISH_LOCK, "publish", wait=60)
@@ -212,21 +346,37 @@ class ArchiveIndex:
         day_dir: Path,
         stem: str,
         command: str,
-        archived: list[tuple[str, str]] | None,
-    ) -> Published:
+        archived: list[tuple[str, str]],
+        source: str | None,
+        exclusive: bool,
+    ) -> Published | None:
         with self.transaction() as conn:
+            dropped = (0, 0)
+            if exclusive:
+                taken = self._known(conn, [i for i, _ in archived])
+                if taken:
+                    log.info(
+                        "%d message(s) were archived by another command meanwhile; "
+                        "leaving them out of this DB",
+                        len(taken),
+                    )
+                    dropped = remove_messages(tmp_path, taken)
+                    archived = [(i, r) for i, r in archived if i not in taken]
+                    if not archived:
+                        tmp_path.unlink(missing_ok=True)
+                        return None
             final = day_dir / f"{stem}.db"
             suffix = 2
             while final.exists() or self._name_taken(conn, self.relative(final)):
                 final = day_dir / f"{stem}_{suffix}.db"
                 suffix += 1
             relative = self.relative(final)
-            if archived:
-                now = utc_now_text()
-                conn.executemany(
-                    "INSERT INTO archived VALUES (?, ?, ?, ?)",
-                    [(i, r, relative, now) for i, r in archived],
-                )
+            now = utc_now_text()
+            conn.executemany(
+                f"INSERT {'' if exclusive else 'OR IGNORE '}INTO archived "
+                "(email_id, received_utc, db_file, archived_at, command) VALUES (?, ?, ?, ?, ?)",
+                [(i, r, relative, now, source or command) for i, r in archived],
+            )
             conn.execute(
                 "INSERT INTO publishing VALUES (?, ?, ?)",
                 (relative, self.relative(tmp_path), command),
@@ -236,7 +386,7 @@ class ArchiveIndex:
             )
         crashpoints.reached("index-committed")
         self._finish_publish(relative, tmp_path, final)
-        return Published(final, relative)
+        return Published(final, relative, *dropped)
 
     def _name_taken(self, conn: sqlite3.Connection, relative: str) -> bool:
         row = conn.execute(
@@ -316,6 +466,41 @@ class ArchiveIndex:
                 "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE db_path = ?",
                 (error[:500], relative),
             )
+
+    # -- audits ----------------------------------------------------------------------------
+    def record_audit(
+        self, day: str, trigger: str, counts: AuditCounts, error: str = "", at: str = ""
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO audits (day, audited_at, trigger, in_mailbox, archived, missing, "
+                "repaired, dry_run, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    day,
+                    at or utc_now_text(),
+                    trigger,
+                    counts.in_mailbox,
+                    counts.archived,
+                    counts.missing,
+                    counts.repaired,
+                    int(counts.dry_run),
+                    error[:1000],
+                ),
+            )
+
+    def audited_complete_since(self, since_utc: str, days: Iterable[str]) -> set[str]:
+        """The days among `days` that an audit (not a dry run) found or made complete at or
+        after since_utc."""
+        done = set()
+        for day in days:
+            row = self._conn.execute(
+                "SELECT 1 FROM audits WHERE day = ? AND audited_at >= ? AND dry_run = 0 "
+                "AND error = '' AND missing = repaired LIMIT 1",
+                (day, since_utc),
+            ).fetchone()
+            if row:
+                done.add(day)
+        return done
 
     # -- run history -----------------------------------------------------------------------
     def record_run(

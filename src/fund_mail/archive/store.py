@@ -44,6 +44,33 @@ def insert_message(
     return parent_id
 
 
+def remove_messages(path: Path, email_ids: set[str]) -> tuple[int, int]:
+    """Take messages (and their attachment rows) out of a finished, unpublished DB.
+
+    Returns (messages, attachment rows) removed. The attachment files stay: their names are
+    deterministic, so the DB that keeps the message references the same files.
+    """
+    ids = sorted(email_ids)
+    messages = attachments = 0
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            attachments += conn.execute(
+                f"DELETE FROM fund_mail_attach WHERE email_id IN ({marks})", chunk
+            ).rowcount
+            messages += conn.execute(
+                f"DELETE FROM fund_mail WHERE email_id IN ({marks})", chunk
+            ).rowcount
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    fsync_path(path)
+    return messages, attachments
+
+
 class ArchiveDb:
     """One archive DB under construction. Rows go in one transaction, committed by finish()."""
 

@@ -16,6 +16,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,6 +68,19 @@ class Fault:
 
 
 @dataclass
+class MailboxChange:
+    """A test hook: change the mailbox when the nth matching request arrives, before it is
+    answered, as a user or an inbox rule would between two pages."""
+
+    action: Callable[[Mailbox], None]
+    target: str = "list"
+    nth: int = 1
+    query_contains: str = ""  # matched against the decoded query string
+    matched: int = 0
+    fired: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class RequestRecord:
     seq: int
     method: str
@@ -103,6 +117,7 @@ class GraphEmulator:
         self.mailbox = Mailbox(mailbox_address)
         self.token_lifetime = token_lifetime
         self.faults: list[Fault] = []
+        self.changes: list[MailboxChange] = []
         self.log: list[RequestRecord] = []
         self.latency = 0.0
         self.max_page: int | None = None  # pages shorter than $top while more follow
@@ -153,6 +168,34 @@ class GraphEmulator:
             self.faults.append(fault)
         return fault
 
+    def on_request(
+        self,
+        action: Callable[[Mailbox], None],
+        target: str = "list",
+        nth: int = 1,
+        query_contains: str = "",
+    ) -> MailboxChange:
+        """Run action(mailbox) when the nth request for target arrives (delete, move, add)."""
+        change = MailboxChange(action, target, nth, query_contains)
+        with self._lock:
+            self.changes.append(change)
+        return change
+
+    def _apply_changes(self, target: str, query: str) -> None:
+        due = []
+        with self._lock:
+            for change in self.changes:
+                if change.fired.is_set() or change.target not in ("any", target):
+                    continue
+                if change.query_contains not in query:
+                    continue
+                change.matched += 1
+                if change.matched == change.nth:
+                    due.append(change)
+        for change in due:
+            change.action(self.mailbox)
+            change.fired.set()
+
     def clear_faults(self) -> None:
         with self._lock:
             self.faults.clear()
@@ -183,6 +226,9 @@ class GraphEmulator:
             "GRAPH_URL": self.url,
             "AUTHORITY_HOST": self.url,
             "HOST": "",
+            # The daily self-audit fires by the clock; runs against the emulator switch it on
+            # explicitly, so that their requests never depend on the time of day.
+            "AUDIT_DAYS": "0",
         }
         values.update(overrides)
         return values
@@ -313,6 +359,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._record, self._status, self._retry_after = record, 0, None
         self._respond_at = record.started + self.emulator.latency
         try:
+            self.emulator._apply_changes(target, unquote_plus(split.query))
             fault = self.emulator._take_fault(
                 target, unquote(split.path), unquote_plus(split.query)
             )

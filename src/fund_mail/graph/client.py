@@ -11,9 +11,10 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -21,9 +22,11 @@ from urllib3.exceptions import MaxRetryError
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import atomic_writer
+from fund_mail.archive.rows import parse_graph_time
 from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
+from fund_mail.graph.paging import NoProgress, PageQuery, PageSeen, Window, next_query
 from fund_mail.graph.retry import build_retry
 
 log = logging.getLogger(__name__)
@@ -32,6 +35,7 @@ MESSAGE_FIELDS = (
     "id,subject,sender,from,toRecipients,ccRecipients,receivedDateTime,body,parentFolderId,isDraft"
 )
 ATTACHMENT_EXPAND = "attachments($select=id,name,contentType,size,isInline)"
+ID_FIELDS = "id,receivedDateTime,isDraft"  # the audit's cheap listing: no body, no attachments
 CHUNK = 1024 * 1024
 BODY_RETRIES = 5  # a response cut off mid-body is retried whole this many times
 
@@ -52,6 +56,13 @@ def read_ahead(pages: Iterator[T]) -> Iterator[T]:
         while (page := upcoming.result()) is not _END:
             upcoming = worker.submit(next, pages, _END)
             yield page
+
+
+def _received_or_none(message: dict) -> datetime | None:
+    try:
+        return parse_graph_time(str(message.get("receivedDateTime")))
+    except ValueError:
+        return None  # a malformed date cannot bound the next page; the message is still listed
 
 
 class NotDownloadable(GraphError):
@@ -82,6 +93,8 @@ def graph_error(response: requests.Response) -> GraphError:
 class GraphClient:
     def __init__(self, config: Config, tokens: TokenProvider, backoff: float = 1.0) -> None:
         self.mailbox_url = f"{config.graph_url}/v1.0/users/{quote(config.email_id)}"
+        graph = urlsplit(config.graph_url)
+        self._origin = (graph.scheme.lower(), graph.netloc.lower())
         self.tokens = tokens
         self.timeout = (min(10.0, config.http_timeout), config.http_timeout)
         self.headers = {
@@ -107,6 +120,16 @@ class GraphClient:
 
     def _send(self, url: str, params: dict | None, stream: bool) -> requests.Response:
         """One GET (urllib3 retries inside); a 401 gets one retry with a fresh token."""
+        target = urlsplit(url)
+        if (
+            target.scheme.lower(),
+            target.netloc.lower(),
+        ) != self._origin or target.scheme != "https":
+            # The bearer token goes to GRAPH_URL's host over https and nowhere else.
+            raise GraphError(
+                f"Refusing to send a request to {target.scheme}://{target.netloc}: only "
+                f"{self._origin[0]}://{self._origin[1]} (GRAPH_URL) is trusted with the token."
+            )
         for attempt in (1, 2):
             token = self.tokens.token(force_refresh=attempt == 2)
             self.requests_made += 1
@@ -189,24 +212,49 @@ class GraphClient:
             raise error
 
     # -- mail ------------------------------------------------------------------------------
-    def fetch_message_pages(self, filter_expr: str, page_size: int) -> Iterator[list[dict]]:
-        """Messages matching filter_expr, newest first, one list of raw dicts per page.
+    def fetch_message_pages(
+        self, window: Window, page_size: int, fields: str = MESSAGE_FIELDS, expand: bool = True
+    ) -> Iterator[list[dict]]:
+        """Messages received in window, newest first, one list of raw dicts per page.
 
-        receivedDateTime leads the filter because Graph rejects an $orderby property that is not
-        also the first $filter clause (400 InefficientFilter). nextLink is followed as-is.
+        Offset-free (graph/paging.py): each follow-up page is asked for by time, and ids already
+        listed are dropped, so deleting or moving listed messages mid-run cannot hide others.
         """
-        params: dict | None = {
-            "$filter": filter_expr,
-            "$orderby": "receivedDateTime desc",
-            "$select": MESSAGE_FIELDS,
-            "$expand": ATTACHMENT_EXPAND,
-            "$top": str(page_size),
-        }
-        url: str | None = f"{self.mailbox_url}/messages"
-        while url:
-            page = self.get_json(url, params)
-            yield page.get("value", [])
-            url, params = page.get("@odata.nextLink"), None
+        query: PageQuery | None = PageQuery(window)
+        listed: set[str] = set()
+        while query is not None:
+            params = {
+                "$filter": query.filter(),
+                "$orderby": "receivedDateTime desc",
+                "$select": fields,
+                "$top": str(page_size),
+            }
+            if expand:
+                params["$expand"] = ATTACHMENT_EXPAND
+            if query.skip:
+                params["$skip"] = str(query.skip)
+            page = self.get_json(f"{self.mailbox_url}/messages", params)
+            messages = [m for m in page.get("value", []) if isinstance(m, dict) and m.get("id")]
+            seen = PageSeen(
+                [m["id"] for m in messages],
+                [t for t in map(_received_or_none, messages) if t is not None],
+                bool(page.get("@odata.nextLink")),
+            )
+            try:
+                following = next_query(query, seen, listed)
+            except NoProgress as e:
+                raise GraphError(f"Listing messages stopped: {e}") from e
+            fresh = [m for m in messages if m["id"] not in listed]
+            listed.update(seen.ids)
+            yield fresh
+            query = following
+
+    def fetch_message(self, message_id: str) -> dict[str, Any]:
+        """One message with the fields and attachment metadata a list page carries."""
+        return self.get_json(
+            f"{self.mailbox_url}/messages/{quote(message_id, safe='')}",
+            {"$select": MESSAGE_FIELDS, "$expand": ATTACHMENT_EXPAND},
+        )
 
     def fetch_newest(self, count: int) -> list[dict]:
         """The newest messages, for a setup check."""

@@ -12,8 +12,8 @@ from fund_mail.archive.index import ArchiveIndex
 from fund_mail.archive.manifest import LocalTree, verify
 from fund_mail.engine import deliver, retain
 from fund_mail.errors import DeliveryError
+from tests.archive.test_manifest import archive_days
 from tests.sftp_servers import free_port
-from tests.test_manifest import archive_days
 
 TODAY = date(2025, 7, 10)  # 2025_06_28 .. 2025_06_30 are 10+ days old
 
