@@ -35,9 +35,9 @@ _work: Callable[[threading.Event], None] | None = None
 
 
 if sys.platform == "win32":
-    import servicemanager  # pyright: ignore[reportMissingImports]
-    import win32service  # pyright: ignore[reportMissingImports]
-    import win32serviceutil  # pyright: ignore[reportMissingImports]
+    import servicemanager  # pyright: ignore[reportMissingModuleSource]
+    import win32service  # pyright: ignore[reportMissingModuleSource]
+    import win32serviceutil  # pyright: ignore[reportMissingModuleSource]
 
     class FundMailService(win32serviceutil.ServiceFramework):
         _svc_name_ = SERVICE_NAME
