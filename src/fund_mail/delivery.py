@@ -412,3 +412,39 @@ class SftpTree:
             while block := remote.read(1 << 20):
                 digest.update(block)
         return digest.hexdigest()
+
+
+class ReadBack:
+    """Retention's read-back over one SFTP connection, opened when first needed; a server that
+    cannot be reached confirms nothing."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._transport: paramiko.Transport | None = None
+        self._tree: SftpTree | None = None
+        self._failed = False
+
+    def __call__(self, records: list) -> set[str]:
+        if self._failed:
+            return set()
+        try:
+            if self._tree is None:
+                self._transport, sftp = connect(self.config)
+                self._tree = SftpTree(sftp, self.config.sftp_base_dir)
+            confirmed = set()
+            for record in records:
+                try:
+                    size = self._tree.sftp.stat(self._tree._path(record.path)).st_size
+                except FileNotFoundError:
+                    continue
+                if size == record.size and self._tree.sha256(record.path) == record.sha256:
+                    confirmed.add(record.path)
+            return confirmed
+        except (DeliveryError, OSError, paramiko.SSHException, EOFError) as e:
+            log.info("Cannot read the server's copies back (%s); nothing is removed for it", e)
+            self._failed = True
+            return set()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

@@ -699,6 +699,11 @@ def retain(config: Config, today: date | None = None) -> RetentionReport | None:
             RunLock(config.data_dir / "fund_mail_one_day.lock", "fund_mail_one_day"),
         ):
             index = ArchiveIndex(config.data_dir)
+            read_back = None
+            if config.upload_enabled:
+                from fund_mail.delivery import ReadBack
+
+                read_back = ReadBack(config)
             try:
                 update_manifests(config.data_dir, index)
                 return apply_retention(
@@ -706,8 +711,11 @@ def retain(config: Config, today: date | None = None) -> RetentionReport | None:
                     index,
                     config.retain_days,
                     today or datetime.now(config.tz).date(),
+                    read_back,
                 )
             finally:
+                if read_back is not None:
+                    read_back.close()
                 index.close()
     except LockedError:
         log.info("Another run is busy; local retention waits for the next run")

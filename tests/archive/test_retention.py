@@ -79,17 +79,41 @@ def test_a_file_that_is_not_confirmed_keeps_its_folder(sftp_config, graph):
     assert len(data_files(sftp_config, days[0])) == 5
 
 
-def test_a_file_without_a_delivery_record_keeps_its_folder(sftp_config, graph):
-    days = archive_days(sftp_config, graph, days=[date(2025, 6, 28)])
-    deliver(sftp_config)
-    attachment = next((sftp_config.data_dir / days[0] / "attach").iterdir())
-    relative = attachment.relative_to(sftp_config.data_dir).as_posix()
-    index = ArchiveIndex(sftp_config.data_dir)
-    index._conn.execute("UPDATE file_hashes SET delivered_at = NULL WHERE path = ?", (relative,))
+def delivered_before_hashes_were_kept(config, graph):
+    """A delivered day whose delivery records are missing, as after an upgrade."""
+    days = archive_days(config, graph, days=[date(2025, 6, 28)])
+    deliver(config)
+    index = ArchiveIndex(config.data_dir)
+    index._conn.execute("UPDATE file_hashes SET delivered_at = NULL")
     index.close()
+    return days[0]
+
+
+def test_a_file_without_a_delivery_record_is_confirmed_by_reading_the_server_copy(
+    sftp_config, graph
+):
+    day = delivered_before_hashes_were_kept(sftp_config, graph)
     report = retain(keep(sftp_config, 1), today=TODAY)
-    assert report.kept == {days[0]: f"{relative} is not confirmed on the server"}
-    assert attachment.exists()
+    assert report.removed == [day], report.kept
+
+
+def test_a_server_copy_that_differs_is_not_confirmed(sftp_config, graph, sftp_server):
+    day = delivered_before_hashes_were_kept(sftp_config, graph)
+    remote = next((sftp_server.root / "archive" / day / "attach").iterdir())
+    data = bytearray(remote.read_bytes())
+    data[-1] ^= 1  # same size, one byte altered
+    remote.write_bytes(bytes(data))
+    report = retain(keep(sftp_config, 1), today=TODAY)
+    assert report.kept == {day: f"{day}/attach/{remote.name} is not confirmed on the server"}
+    assert (sftp_config.data_dir / day / "attach" / remote.name).exists()
+
+
+def test_no_read_back_and_no_removal_while_the_server_is_down(sftp_config, graph):
+    day = delivered_before_hashes_were_kept(sftp_config, graph)
+    down = keep(dataclasses.replace(sftp_config, sftp_port=free_port()), 1)
+    report = retain(down, today=TODAY)
+    assert report.removed == [] and "is not confirmed on the server" in report.kept[day]
+    assert len(data_files(sftp_config, day)) == 4
 
 
 def test_an_undelivered_manifest_keeps_its_folder(sftp_config, graph):

@@ -460,6 +460,15 @@ class ArchiveIndex:
                 [(now, path, size, mtime_ns) for path, size, mtime_ns in files],
             )
 
+    def confirm_files(self, paths: Iterable[str]) -> None:
+        """Files whose server copy was read back with the recorded size and SHA-256."""
+        now = utc_now_text()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE file_hashes SET delivered_at = ? WHERE path = ? AND delivered_at IS NULL",
+                [(now, path) for path in paths],
+            )
+
     def mark_failed(self, relative: str, error: str) -> None:
         with self.transaction() as conn:
             conn.execute(

@@ -2,7 +2,8 @@
 
 A folder goes only when every file in it is confirmed on the server: hashed once after
 publishing (the same SHA-256 the manifest lists), delivered with the same size, and unchanged
-since (same size and modification time). Anything else in the folder keeps it: an unknown
+since (same size and modification time). A file delivered before its hash was kept (an archive
+older than the manifests) is confirmed by reading the server's copy back and hashing it. Anything else in the folder keeps it: an unknown
 file, a queued DB, an undelivered manifest, a run still writing. The day's manifest stays, so
 the local chain stays whole and `--verify` can still check it.
 
@@ -15,12 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 from fund_mail.archive.fsutil import fsync_path
-from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.index import ArchiveIndex, FileRecord
 from fund_mail.archive.manifest import DAY_RE, manifest_name, manifest_relative
 
 log = logging.getLogger(__name__)
@@ -105,8 +107,37 @@ def _finish(data_dir: Path, index: ArchiveIndex, day: str) -> None:
     shutil.rmtree(retired)
 
 
+# Reads the server's copies of a day's files back; returns the paths whose copy has the
+# recorded size and SHA-256.
+ReadBack = Callable[[list[FileRecord]], set[str]]
+
+
+def confirm_by_reading_back(
+    data_dir: Path, index: ArchiveIndex, day: str, read_back: ReadBack
+) -> None:
+    """Files hashed but never marked delivered (archived before hashes were kept, or marked
+    while changed) are confirmed by reading the server's copy back, if the local file is
+    still the one that was hashed."""
+    waiting = []
+    for record in index.file_records(day).values():
+        local = data_dir / record.path
+        if record.delivered_at is None and local.is_file():
+            info = local.stat()
+            if (info.st_size, info.st_mtime_ns) == (record.size, record.mtime_ns):
+                waiting.append(record)
+    if waiting:
+        confirmed = read_back(waiting)
+        if confirmed:
+            index.confirm_files(confirmed)
+            log.info("%s: %d file(s) confirmed by reading the server's copy", day, len(confirmed))
+
+
 def apply_retention(
-    data_dir: Path, index: ArchiveIndex, retain_days: int, today: date
+    data_dir: Path,
+    index: ArchiveIndex,
+    retain_days: int,
+    today: date,
+    read_back: ReadBack | None = None,
 ) -> RetentionReport:
     report = RetentionReport()
     finish_interrupted(data_dir, index)
@@ -115,6 +146,8 @@ def apply_retention(
     for day in due_days(candidates, today, retain_days):
         if day in removed_before and _only_manifest(data_dir, day):
             continue
+        if read_back is not None and day not in index.queued_days():
+            confirm_by_reading_back(data_dir, index, day, read_back)
         reason = unconfirmed(data_dir, index, day)
         if reason is not None:
             report.kept[day] = reason
