@@ -188,3 +188,19 @@ def test_a_manifest_a_failed_run_did_not_write_is_written_by_the_next(config, gr
     finally:
         index.close()
     assert check(config, LocalTree(config.data_dir)).intact
+
+
+def test_an_archive_from_before_the_manifests_gets_its_chain(config, graph):
+    from fund_mail.archive.manifest import update_manifests
+
+    days = archive_days(config, graph)
+    index = ArchiveIndex(config.data_dir)
+    try:
+        index._conn.execute("DELETE FROM file_hashes")
+        index._conn.execute("DELETE FROM manifests")
+        for day in days:
+            (config.data_dir / manifest_relative(day)).unlink()
+        assert update_manifests(config.data_dir, index) == days
+    finally:
+        index.close()
+    assert check(config, LocalTree(config.data_dir)).intact
