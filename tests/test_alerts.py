@@ -443,3 +443,26 @@ def test_an_audit_gap_that_was_not_repaired_is_alerted_until_a_later_audit_mends
     engine.run_audit(alert_config, [date(2025, 6, 30)])
     check_and_notify(alert_config, transport=outbox)
     assert "RESOLVED" in outbox.subjects()[1]
+
+
+def test_the_daily_self_audit_reports_an_unrepaired_gap(alert_config, graph, monkeypatch):
+    from datetime import date
+
+    from fund_mail import engine
+    from fund_mail.archive.index import AuditCounts
+
+    config = dataclasses.replace(alert_config, audit_days=1, audit_at="01:00")
+    day = date(2025, 6, 30)
+
+    def at(d, hour, minute=0):
+        return datetime(d.year, d.month, d.day, hour, minute, tzinfo=config.tz)
+
+    graph.mailbox.add_message(at(day, 8))
+    engine.run_once(config, now=lambda: at(day, 8, 5))  # the baseline
+    gap = AuditCounts(in_mailbox=4, archived=2, missing=2, repaired=0)
+    monkeypatch.setattr(
+        engine, "audit_day", lambda config, client, index, d, **kw: engine.DayAudit(d, gap)
+    )
+    engine.run_once(config, now=lambda: at(day + timedelta(days=1), 1, 5))
+    state = alerts.load_state(config.data_dir)
+    assert "2025-06-30: 4 in the mailbox" in state["external"][alerts.AUDIT_GAP]["detail"]
