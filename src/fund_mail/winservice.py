@@ -28,7 +28,6 @@ HIDDEN_IMPORTS = (
     "pywintypes",
 )
 STOP_WAIT_HINT_MS = 10_000
-COMMANDS = ("install", "update", "remove", "start", "stop", "restart", "status", "debug")
 
 # What the worker thread runs: set by handle() before the service manager starts us.
 _work: Callable[[threading.Event], None] | None = None

@@ -164,11 +164,22 @@ def test_cli_verify_exit_codes_local_and_remote(sftp_config, graph, sftp_server,
     assert "MISSING FILE: 2025_06_29/fm_" in bad.stdout
 
 
-@pytest.mark.parametrize("option", [["--from", "2025-06-30"], ["--remote"]])
-def test_cli_verify_refuses_odd_options(env_file, option):
-    args = ["--verify", *option] if option[0] == "--from" else option
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--from", "2025-06-30"], "--from, --to and --remote go with --verify"),
+        (["--remote"], "--from, --to and --remote go with --verify"),
+        (["--verify", "--from", "2025-06-30", "--to", "2025-06-01"], "swap them"),
+        (["--verify"], "holds no archive index yet"),
+        (["--verify", "--remote", "--from", "2025-6-1"], "is not a date"),
+    ],
+)
+def test_cli_verify_refuses_odd_options(config, graph, env_file, args, message):
+    if args != ["--verify"]:
+        archive_days(config, graph, days=DAYS[:1])
     result = run_cli("fund_mail_once", "--env-file", str(env_file), *args)
     assert result.returncode == 2
+    assert message in result.stderr
 
 
 def test_a_manifest_a_failed_run_did_not_write_is_written_by_the_next(config, graph, monkeypatch):
