@@ -24,7 +24,7 @@ import paramiko
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock
-from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.index import ArchiveIndex, FileRecord
 from fund_mail.archive.store import files_of
 from fund_mail.config import Config
 from fund_mail.errors import DeliveryError, LockedError
@@ -401,6 +401,12 @@ class SftpTree:
                     found[relative] = entry.st_size or 0
         return found
 
+    def size(self, relative: str) -> int | None:
+        try:
+            return self.sftp.stat(self._path(relative)).st_size
+        except FileNotFoundError:
+            return None
+
     def read(self, relative: str) -> bytes:
         with self.sftp.open(self._path(relative), "rb") as remote:
             return remote.read()
@@ -424,7 +430,7 @@ class ReadBack:
         self._tree: SftpTree | None = None
         self._failed = False
 
-    def __call__(self, records: list) -> set[str]:
+    def __call__(self, records: list[FileRecord]) -> set[str]:
         if self._failed:
             return set()
         try:
@@ -433,10 +439,7 @@ class ReadBack:
                 self._tree = SftpTree(sftp, self.config.sftp_base_dir)
             confirmed = set()
             for record in records:
-                try:
-                    size = self._tree.sftp.stat(self._tree._path(record.path)).st_size
-                except FileNotFoundError:
-                    continue
+                size = self._tree.size(record.path)
                 if size == record.size and self._tree.sha256(record.path) == record.sha256:
                     confirmed.add(record.path)
             return confirmed
