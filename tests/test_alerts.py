@@ -15,6 +15,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from fund_mail import alerts
+from fund_mail.admin.status import status_report
 from fund_mail.alerts import (
     Condition,
     Facts,
@@ -93,6 +94,9 @@ def test_alert_on_the_third_failure_not_the_fourth_reminder_then_resolved(alert_
     record(alert_config, t0 + timedelta(minutes=15), 4, AUTH_ERROR)
     check_and_notify(alert_config, t0 + timedelta(minutes=15), outbox)
     assert len(outbox.sent) == 1, "no second mail on the 4th failure"
+    assert "alerts:            1 active: fund_mail_once failed 3 times in a row" in (
+        status_report(alert_config)
+    )
 
     before_repeat = t0 + timedelta(minutes=10, hours=12) - timedelta(seconds=1)
     check_and_notify(alert_config, before_repeat, outbox)
@@ -105,6 +109,9 @@ def test_alert_on_the_third_failure_not_the_fourth_reminder_then_resolved(alert_
     assert len(outbox.sent) == 3 and "RESOLVED" in outbox.subjects()[2]
     check_and_notify(alert_config, t0 + timedelta(hours=14), outbox)
     assert len(outbox.sent) == 3
+    assert "alerts:            none active; mail goes to ops@example.com" in (
+        status_report(alert_config)
+    )
 
 
 def test_a_failed_send_is_logged_never_raised_and_tried_again(alert_config, caplog):

@@ -97,6 +97,7 @@ def status_report(config: Config) -> str:
     else:
         lines.append("  last error:        none")
     lines += audit_lines(config)
+    lines.append(alert_line(config))
     return "\n".join(lines)
 
 
@@ -152,3 +153,16 @@ def audit_lines(config: Config, today: date | None = None) -> list[str]:
             )
         lines.append(f"    {day}  {state}")
     return lines
+
+
+def alert_line(config: Config) -> str:
+    """The problems an alert mail is out for (read from the alert state, never written)."""
+    if not config.alert_to:
+        return "  alerts:            off (ALERT_TO is empty)"
+    from fund_mail.alerts import load_state
+
+    active = load_state(config.data_dir).get("active", {})
+    if not active:
+        return f"  alerts:            none active; mail goes to {', '.join(config.alert_to)}"
+    titles = "; ".join(entry["condition"]["title"] for entry in active.values())
+    return f"  alerts:            {len(active)} active: {titles}"
