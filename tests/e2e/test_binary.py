@@ -145,3 +145,51 @@ def test_pst_binary_imports_the_fixtures(install_dir, tmp_path):
     )
     assert nested.returncode == 0, nested.stderr
     assert "Every item and attachment was read." in nested.stdout
+
+
+@pytest.fixture(scope="session")
+def service_binary() -> Path:
+    """dist/fund_mail_service, built on its own: the frozen program starts its cycles as
+    `fund_mail_service cycle`, a path only the built executable takes."""
+    binary = ROOT / "dist" / "fund_mail_service"
+    if not _fresh(binary):
+        subprocess.run(
+            ["bash", str(ROOT / "make_exe.sh"), "fund_mail_service"],
+            cwd=ROOT,
+            check=True,
+            timeout=1200,
+            capture_output=True,
+        )
+    return binary
+
+
+def test_service_binary_runs_cycles_and_stops_on_sigterm(service_binary, graph, data_dir, tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "fund_mail"
+    folder.mkdir()
+    shutil.copy2(service_binary, folder / "fund_mail_service")
+    (folder / ".env").write_text(
+        "".join(f"{k}={v}\n" for k, v in graph.env_values(data_dir).items())
+    )
+    process = subprocess.Popen(
+        [str(folder / "fund_mail_service"), "run"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (data_dir / "LAST_TIME.json").exists():
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "no cycle ran"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    cycle_log = (data_dir / "logs" / "fund_mail_once.log").read_text(encoding="utf-8")
+    assert "Baseline recorded" in cycle_log, "the frozen child ran fund_mail_once's cycle"
