@@ -15,7 +15,7 @@ from tests.helpers import archived_rows
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [
     *ROOT.glob("src/fund_mail/**/*.py"),
-    ROOT / "src/fund_mail/schema.sql",
+    *ROOT.glob("src/fund_mail/**/*.sql"),
     ROOT / "pyproject.toml",
     ROOT / "uv.lock",
     ROOT / "make_exe.sh",
