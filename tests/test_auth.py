@@ -87,7 +87,7 @@ def test_a_sign_in_endpoint_that_stays_down_is_a_run_failure_not_a_config_error(
     assert caught.value.exit_code == ExitCode.RUN_FAILED
 
 
-def _certificate(tmp_path):
+def _certificate(tmp_path, days=30):
     """A self-signed certificate and key, as an app registration's uploaded certificate."""
     import base64
     import datetime as dt
@@ -108,7 +108,7 @@ def _certificate(tmp_path):
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
+        .not_valid_after(now + dt.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
     pem = tmp_path / "app.pem"

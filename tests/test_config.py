@@ -217,3 +217,55 @@ def test_dollar_braces_are_kept_literally(tmp_path, monkeypatch):
         body = lines + ["SFTP_ID=u", "SFTP_BASE_DIR=/in", f"SFTP_PW={written}"]
         env.write_text("\n".join(body) + "\n")
         assert load_config(str(env)).sftp_password == "pa${ss}word"
+
+
+def test_alert_retention_and_service_keys(tmp_path):
+    config = config_from_values(
+        good(
+            tmp_path,
+            ALERT_TO=" ops@example.com, 운영팀@example.com ",
+            CLIENT_SECRET_EXPIRES="2026-03-31",
+            RETAIN_DAYS="90",
+            ALERT_SMTP_HOST="smtp.example.com",
+            ALERT_SMTP_USER="alerts@example.com",
+            ALERT_SMTP_PASSWORD="smtp-secret-1",
+        )
+    )
+    assert config.alert_to == ("ops@example.com", "운영팀@example.com")
+    assert str(config.client_secret_expires) == "2026-03-31"
+    assert (config.retain_days, config.interval_minutes, config.alert_repeat_hours) == (90, 5, 12)
+    assert "smtp-secret-1" in config.secrets() and "smtp-secret-1" not in repr(config)
+    defaults = config_from_values(good(tmp_path))
+    assert (defaults.alert_to, defaults.retain_days) == ((), None)
+
+
+def test_bad_alert_and_retention_keys_are_named_with_the_fix(tmp_path):
+    found = problems(
+        good(
+            tmp_path,
+            ALERT_TO="ops@example.com; boss",
+            CLIENT_SECRET_EXPIRES="31/03/2026",
+            RETAIN_DAYS="0",
+            ALERT_SMTP_HOST="smtp.example.com",
+            INTERVAL_MINUTES="five",
+        )
+    )
+    text = "\n".join(found)
+    assert (
+        "ALERT_TO: 'ops@example.com; boss' is not a mail address; separate addresses with commas"
+        in text
+    )
+    assert "CLIENT_SECRET_EXPIRES='31/03/2026' is not a date: use YYYY-MM-DD" in text
+    assert "RETAIN_DAYS=0 is out of range (expected 1 to 36500)" in text
+    assert "ALERT_SMTP_USER is missing" in text
+    assert "INTERVAL_MINUTES='five' is not a whole number" in text
+
+
+def test_the_sample_env_file_is_valid_once_filled_in(tmp_path):
+    sample = Path(__file__).resolve().parents[1] / ".env.sample"
+    from dotenv import dotenv_values
+
+    values = {k: v or "" for k, v in dotenv_values(sample).items()}
+    values.update(CLIENT_SECRET="x" * 10, DATA_DIR=str(tmp_path / "d"), LOG_DIR="")
+    config = config_from_values(values)
+    assert config.alert_to == () and config.retain_days is None

@@ -41,6 +41,10 @@ def local_expected(config) -> dict[str, int]:
     files = {}
     for db in config.data_dir.glob("*/fm_*.db"):
         files[f"archive/{db.relative_to(config.data_dir).as_posix()}"] = db.stat().st_size
+    for manifest in config.data_dir.glob("*/manifest_*.json"):
+        files[f"archive/{manifest.relative_to(config.data_dir).as_posix()}"] = (
+            manifest.stat().st_size
+        )
     for attachment in config.data_dir.glob("*/attach/*"):
         files[f"archive/{attachment.relative_to(config.data_dir).as_posix()}"] = (
             attachment.stat().st_size
@@ -62,7 +66,9 @@ def test_happy_path_attachments_first_db_last(sftp_config, sftp_server, graph, n
     assert (report.delivered_dbs, report.delivered_files) == (1, 4)
     assert remote_files(sftp_server.root) == local_expected(sftp_config)
     completed = sftp_server.switches.uploads_completed
-    assert completed[-1].endswith(result.db_path.name), "the DB is renamed into place last"
+    data = [c for c in completed if "manifest_" not in c]
+    assert data[-1].endswith(result.db_path.name), "the DB is renamed into place last"
+    assert "manifest_" in completed[-1], "the day's manifest follows the files it lists"
     assert queued(sftp_config) == []
 
 

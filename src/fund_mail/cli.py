@@ -27,7 +27,7 @@ log = logging.getLogger("fund_mail.cli")
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 run or upload failed, 2 configuration or arguments, 3 locked, "
     "4 sign-in, 5 mailbox access denied, 6 state file unreadable, 7 the archive is incomplete "
-    "(an audit --dry-run found gaps)."
+    "or altered (an audit --dry-run found gaps, or --verify found damage)."
 )
 
 
@@ -113,6 +113,28 @@ def once_parser() -> argparse.ArgumentParser:
         default="password",
         help="with --print-task-xml: password (stored with the task; network shares work) or "
         "s4u (no password stored; local folders only). See INSTALL.md step 4",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the day folders against the manifest chain: every missing, extra or "
+        "altered file and any break in the chain; exit 7 when the archive is not intact",
+    )
+    parser.add_argument(
+        "--from", dest="date_from", metavar="YYYY-MM-DD", help="with --verify: the first day"
+    )
+    parser.add_argument(
+        "--to", dest="date_to", metavar="YYYY-MM-DD", help="with --verify: the last day"
+    )
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="with --verify: check the copies on the SFTP server instead of the local ones",
+    )
+    parser.add_argument(
+        "--test-alert",
+        action="store_true",
+        help="send a test alert mail to ALERT_TO and report the result",
     )
     return parser
 
@@ -251,6 +273,31 @@ def _check(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _usage(message: str) -> int:
+    setup_logging(None)
+    log.error("%s", UsageError(message))
+    return int(ExitCode.CONFIG)
+
+
+def _verify(config: Config, args: argparse.Namespace) -> int:
+    from fund_mail.admin.verify import verify_archive
+
+    first = parse_day(args.date_from, "--from") if args.date_from else None
+    last = parse_day(args.date_to, "--to") if args.date_to else None
+    if first and last and first > last:
+        raise UsageError(f"--from {first} is after --to {last}: swap them")
+    result, where = verify_archive(config, args.remote, first, last)
+    print(result.render(where))
+    return int(ExitCode.OK) if result.intact else int(ExitCode.INCOMPLETE)
+
+
+def _test_alert(config: Config) -> int:
+    from fund_mail.alerts import send_test_alert
+
+    print(send_test_alert(config))
+    return int(ExitCode.OK)
+
+
 def once_main(argv: list[str] | None = None) -> int:
     ensure_console()
     private_files()
@@ -268,10 +315,16 @@ def once_main(argv: list[str] | None = None) -> int:
         return _check(args)
     if args.status:
         return _run("fund_mail_once", args, _status, log_to_file=False, per_mailbox=False)
+    if (args.date_from or args.date_to or args.remote) and not args.verify:
+        return _usage("--from, --to and --remote go with --verify")
+    if args.verify:
+        return _run("fund_mail_once", args, lambda config: _verify(config, args), False)
+    if args.test_alert:
+        return _run("fund_mail_once", args, _test_alert, log_to_file=False)
 
     def work(config: Config) -> int:
         from fund_mail.archive.rows import parse_datetime_arg
-        from fund_mail.engine import run_once
+        from fund_mail.engine import retain, run_once
 
         since = None
         if args.since:
@@ -295,9 +348,17 @@ def once_main(argv: list[str] | None = None) -> int:
                 result = run_once(config, since=since)
                 _say(result.summary("fund_mail_once"))
             deliver_after("fund_mail_once", config, args, result)
+            retained = retain(config)
+            if retained and retained.removed:
+                _say(f"fund_mail_once: removed {len(retained.removed)} delivered day(s) locally")
             return result
 
-        return _recorded("fund_mail_once", config, body)
+        try:
+            return _recorded("fund_mail_once", config, body)
+        finally:
+            from fund_mail.alerts import check_and_notify
+
+            check_and_notify(config)
 
     return _run("fund_mail_once", args, work)
 
@@ -584,10 +645,99 @@ def pst_main(argv: list[str] | None = None) -> int:
         return int(e.exit_code)
 
 
+SERVICE_COMMANDS = (
+    "run",
+    "cycle",
+    "install",
+    "update",
+    "remove",
+    "start",
+    "stop",
+    "restart",
+    "status",
+)
+
+
+def service_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fund_mail_service",
+        description="Run fund_mail_once's cycle every INTERVAL_MINUTES as a long-running "
+        "service, each cycle in a child process limited to CYCLE_TIMEOUT_MINUTES. "
+        "`run` keeps it in the foreground (systemd, or a console); on Windows, install|start|"
+        "stop|remove|status control the Windows service.",
+        epilog=EXIT_CODES_HELP,
+    )
+    parser.add_argument("command", choices=SERVICE_COMMANDS, help="what to do")
+    parser.add_argument(
+        "--env-file", metavar="PATH", help="the .env to use (default: next to the program)"
+    )
+    _verbosity(parser)
+    return parser
+
+
+def service_main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    if not raw and sys.platform == "win32":
+        # Started by the Windows service manager: no arguments at all.
+        return _windows_service([sys.argv[0]])
+    args = service_parser().parse_args(raw)
+    if args.command == "cycle":
+        # One cycle in the child process: exactly fund_mail_once.
+        options = ["--env-file", args.env_file] if args.env_file else []
+        return once_main(options + (["-v"] if args.verbose else ["-q"] if args.quiet else []))
+    if args.command == "run":
+        return _run("fund_mail_service", args, lambda config: _serve_foreground(config, args))
+    if sys.platform != "win32":
+        return _usage(
+            f"fund_mail_service {args.command} controls the Windows service; on Linux run "
+            "`fund_mail_service run` under systemd (see fund_mail_service.service)"
+        )
+    return _windows_service([sys.argv[0], *raw])
+
+
+def _serve_foreground(config: Config, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from fund_mail.service import serve
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("Signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    serve(config, args.env_file, stop)
+    return int(ExitCode.OK)
+
+
+def _windows_service(argv: list[str]) -> int:
+    import threading
+
+    from fund_mail import winservice
+
+    def work(stop: threading.Event) -> None:
+        try:
+            config = load_config(None)
+            REDACTOR.add(*config.secrets())
+            setup_logging(config.log_dir, name="fund_mail_service")
+        except FundMailError as e:
+            log.error("%s", e)
+            return
+        from fund_mail.service import serve
+
+        serve(config, None, stop)
+
+    return winservice.handle(argv, work)  # pyright: ignore[reportAttributeAccessIssue]
+
+
 ENTRY_POINTS = {
     "fund_mail_once": once_main,
     "fund_mail_one_day": one_day_main,
     "fund_mail_pst": pst_main,
+    "fund_mail_service": service_main,
 }
 
 

@@ -10,6 +10,7 @@ import posixpath
 import re
 import sys
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -18,7 +19,7 @@ from dotenv import dotenv_values
 
 from fund_mail.errors import ConfigError
 
-ADDRESS_RE = re.compile(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+")
+ADDRESS_RE = re.compile(r"[^@\s/,]+@[^@\s/,]+\.[^@\s/,]+")
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 SOURCES = ("graph", "imap")
 IMAP_TLS_MODES = ("ssl", "starttls")
@@ -60,6 +61,21 @@ class Config:
     sftp_host_key: str = ""
     sftp_known_hosts: str = ""
     sftp_timeout: float = 30.0
+    # Alerts (empty alert_to: no alert mail)
+    alert_to: tuple[str, ...] = ()
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = 587
+    alert_smtp_user: str = ""
+    alert_smtp_password: str = field(default="", repr=False)
+    alert_from: str = ""
+    alert_after_failures: int = 3
+    alert_stale_minutes: int = 60
+    alert_repeat_hours: int = 12
+    client_secret_expires: date | None = None
+    # Local retention (None: keep forever) and the service schedule
+    retain_days: int | None = None
+    interval_minutes: int = 5
+    cycle_timeout_minutes: int = 60
     source: str = ""
     # SOURCE=imap reads the mailbox over IMAP instead of Graph (see fund_mail.imap).
     mail_source: str = "graph"
@@ -105,6 +121,7 @@ class Config:
         """Values that must never reach a log line or an error message."""
         values = [self.client_secret, self.client_cert_password]
         values += [self.sftp_password, self.sftp_key_passphrase, self.imap_password]
+        values += [self.alert_smtp_password]
         return [v for v in values if v]
 
 
@@ -416,6 +433,47 @@ def _host_key(values: dict, problems: Problems) -> str:
     return host_key
 
 
+def _alert_settings(values: dict[str, str], problems: Problems) -> dict:
+    """ALERT_*, CLIENT_SECRET_EXPIRES and RETAIN_DAYS, as Config fields."""
+    alert_to = tuple(a.strip() for a in values.get("ALERT_TO", "").split(",") if a.strip())
+    for address in alert_to:
+        if not ADDRESS_RE.fullmatch(address):
+            problems.append(
+                f"ALERT_TO: {address!r} is not a mail address; separate addresses with commas"
+            )
+    alert_smtp_host = values.get("ALERT_SMTP_HOST", "")
+    if alert_smtp_host and not values.get("ALERT_SMTP_USER"):
+        problems.append("ALERT_SMTP_USER is missing: the SMTP login (ALERT_SMTP_HOST is set)")
+    alert_from = values.get("ALERT_FROM", "")
+    if alert_from and not ADDRESS_RE.fullmatch(alert_from):
+        problems.append(f"ALERT_FROM={alert_from!r} is not a mail address")
+    secret_expires = None
+    if raw_expiry := values.get("CLIENT_SECRET_EXPIRES", ""):
+        try:
+            secret_expires = date.fromisoformat(raw_expiry)
+        except ValueError:
+            problems.append(
+                f"CLIENT_SECRET_EXPIRES={raw_expiry!r} is not a date: use YYYY-MM-DD as shown "
+                "on the app registration's Certificates & secrets page"
+            )
+    retain_days = None
+    if values.get("RETAIN_DAYS", ""):
+        retain_days = _int(values, "RETAIN_DAYS", 0, 1, 36500, problems)
+    return {
+        "alert_to": alert_to,
+        "alert_smtp_host": alert_smtp_host,
+        "alert_smtp_port": _int(values, "ALERT_SMTP_PORT", 587, 1, 65535, problems),
+        "alert_smtp_user": values.get("ALERT_SMTP_USER", ""),
+        "alert_smtp_password": values.get("ALERT_SMTP_PASSWORD", ""),
+        "alert_from": alert_from,
+        "alert_after_failures": _int(values, "ALERT_AFTER_FAILURES", 3, 1, 1000, problems),
+        "alert_stale_minutes": _int(values, "ALERT_STALE_MINUTES", 60, 5, 7 * 24 * 60, problems),
+        "alert_repeat_hours": _int(values, "ALERT_REPEAT_HOURS", 12, 1, 24 * 30, problems),
+        "client_secret_expires": secret_expires,
+        "retain_days": retain_days,
+    }
+
+
 def config_from_values(values: dict[str, str], source: str = "") -> Config:
     """Validate every key and report every problem at once."""
     problems: Problems = []
@@ -446,6 +504,7 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
     body_type = _body_type(values, problems)
     sftp_host = _sftp_host(values, problems)
     host_key = _host_key(values, problems)
+    alerts = _alert_settings(values, problems)
     config = Config(
         email_id=email_id,
         tenant_id=tenant_id,
@@ -480,11 +539,14 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         sftp_host_key=host_key,
         sftp_known_hosts=paths["SFTP_KNOWN_HOSTS"],
         sftp_timeout=_float(values, "SFTP_TIMEOUT", 30.0, 1, 3600, problems),
+        interval_minutes=_int(values, "INTERVAL_MINUTES", 5, 1, 24 * 60, problems),
+        cycle_timeout_minutes=_int(values, "CYCLE_TIMEOUT_MINUTES", 60, 1, 24 * 60, problems),
         source=source,
         keep_mime=bool(_int(values, "KEEP_MIME", 0, 0, 1, problems)),
         mailboxes=mailboxes,
         max_parallel_mailboxes=_int(values, "MAX_PARALLEL_MAILBOXES", 2, 1, 16, problems),
         **imap,
+        **alerts,
     )
     if problems:
         raise ConfigError(problems, source)

@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import posixpath
 import re
 import socket
 import sqlite3
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import paramiko
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock
-from fund_mail.archive.index import ArchiveIndex
-from fund_mail.archive.store import open_readonly
+from fund_mail.archive.index import ArchiveIndex, FileRecord
+from fund_mail.archive.store import files_of
 from fund_mail.config import Config
-from fund_mail.errors import DeliveryError, LockedError
+from fund_mail.errors import DeliveryError, LockedError, UnsafePath
 from fund_mail.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -250,6 +253,15 @@ class Uploader:
                 return 0  # already delivered by an earlier, interrupted run
         except FileNotFoundError:
             pass
+        with open(local, "rb") as source:
+            return self._send(source, size, local.name, remote)
+
+    def put_bytes(self, data: bytes, name: str, remote: str) -> int:
+        """Replace remote with data the same way, even when a file of that size is there."""
+        self.makedirs(posixpath.dirname(remote))
+        return self._send(io.BytesIO(data), len(data), name, remote)
+
+    def _send(self, source: IO[bytes], size: int, name: str, remote: str) -> int:
         temporary = remote_partial_name(remote)
 
         def progress(sent: int, total: int) -> None:
@@ -257,8 +269,7 @@ class Uploader:
                 crashpoints.reached("upload-partial")
 
         try:
-            with open(local, "rb") as source:
-                self.sftp.putfo(source, temporary, file_size=size, callback=progress, confirm=False)
+            self.sftp.putfo(source, temporary, file_size=size, callback=progress, confirm=False)
             landed = self.sftp.stat(temporary).st_size
             if landed != size:
                 raise DeliveryError(
@@ -268,7 +279,7 @@ class Uploader:
             self._rename(temporary, remote)
         except OSError as e:
             self._remove_quietly(temporary)
-            raise DeliveryError(f"Upload of {local.name} to {remote} failed: {e}") from e
+            raise DeliveryError(f"Upload of {name} to {remote} failed: {e}") from e
         except BaseException:
             self._remove_quietly(temporary)
             raise
@@ -289,43 +300,6 @@ class Uploader:
             pass
 
 
-class UnsafePath(DeliveryError):
-    """A DB names a file outside DATA_DIR: that DB is refused, the others still go."""
-
-
-def inside_data_dir(data_dir: Path, relative: object, db_relative: str) -> Path:
-    """The local file a path read back from the index or an archive DB names, refused when it
-    could point outside DATA_DIR (.., absolute, a drive letter, a backslash) on any system."""
-    text = relative if isinstance(relative, str) else ""
-    parts = text.split("/")
-    if (
-        not text
-        or re.search(r"[\\:\x00]", text)
-        or text.startswith("/")
-        or any(part in ("", ".", "..") for part in parts)
-    ):
-        raise UnsafePath(
-            f"{db_relative} names the file {relative!r}, which points outside DATA_DIR: "
-            "refused, nothing of this DB was sent. The DB may have been edited by hand; "
-            "restore it from a backup or remove it from the outbox."
-        )
-    return data_dir.joinpath(*parts)
-
-
-def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
-    """(local path, path relative to the base dir) for each attachment of a DB, then the DB."""
-    db_path = inside_data_dir(data_dir, db_relative, db_relative)
-    with open_readonly(db_path) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
-        ).fetchall()
-    files = []
-    for folder, name in rows:
-        relative = f"{folder}/{name}" if isinstance(folder, str) and isinstance(name, str) else None
-        files.append((inside_data_dir(data_dir, relative, db_relative), str(relative)))
-    return files + [(db_path, db_relative)]
-
-
 def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
     """Deliver every queued DB, oldest first; raise DeliveryError (queue kept) on failure."""
     report = DeliveryReport()
@@ -340,12 +314,13 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
         return report
     try:
         waiting = index.queued()
-        if not waiting:
+        if not waiting and not manifests_to_deliver(index):
             return report
         try:
             transport, sftp = connect(config)
         except DeliveryError as e:
-            index.mark_failed(waiting[0], str(e))
+            if waiting:
+                index.mark_failed(waiting[0], str(e))
             raise
         try:
             uploader = Uploader(config, sftp)
@@ -359,6 +334,7 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
                     except UnsafePath as e:
                         log.error("%s", e)
                         refused.append(e)
+            _deliver_manifests(config, index, uploader, report)
         finally:
             transport.close()
         if refused:
@@ -400,7 +376,131 @@ def _deliver_one(
     except (OSError, sqlite3.Error, paramiko.SSHException, EOFError) as e:
         index.mark_failed(db_relative, str(e))
         raise DeliveryError(f"Delivery of {db_relative} failed: {type(e).__name__}: {e}") from e
-    index.mark_delivered(db_relative)
+    landed = []
+    for local, relative in files:
+        info = local.stat()
+        landed.append((relative, info.st_size, info.st_mtime_ns))
+    index.mark_delivered(db_relative, landed)
     report.delivered_dbs += 1
     report.delivered_files += len(files)
     log.info("Delivered %s with %d attachment file(s)", db_relative, len(files) - 1)
+
+
+def manifests_to_deliver(index: ArchiveIndex) -> list[str]:
+    """Days whose manifest changed since it was delivered, oldest first, stopping at the first
+    day that still has a DB queued: a manifest goes up only after the files it lists, and a
+    later day's only after the day it is chained to."""
+    queued = index.queued_days()
+    days = []
+    for day, record in index.manifests().items():
+        if day in queued:
+            break
+        if record.delivered_sha256 != record.sha256:
+            days.append(day)
+    return days
+
+
+def _deliver_manifests(
+    config: Config, index: ArchiveIndex, uploader: Uploader, report: DeliveryReport
+) -> None:
+    from fund_mail.archive.manifest import manifest_relative, sha256_bytes
+
+    for day in manifests_to_deliver(index):
+        relative = manifest_relative(day)
+        local = config.data_dir / relative
+        try:
+            data = local.read_bytes()
+            uploader.put_bytes(data, local.name, posixpath.join(config.sftp_base_dir, relative))
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise DeliveryError(f"Delivery of {relative} failed: {type(e).__name__}: {e}") from e
+        index.mark_manifest_delivered(day, sha256_bytes(data))
+        report.bytes += len(data)
+        log.info("Delivered %s", relative)
+
+
+class SftpTree:
+    """The server's copy of the archive, for `--verify --remote` (see archive/manifest.Tree)."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, base_dir: str) -> None:
+        self.sftp = sftp
+        self.base_dir = base_dir
+
+    def _path(self, relative: str) -> str:
+        return posixpath.join(self.base_dir, relative)
+
+    def days(self) -> list[str]:
+        from fund_mail.archive.manifest import DAY_RE
+
+        try:
+            entries = self.sftp.listdir_attr(self.base_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            e.filename for e in entries if DAY_RE.match(e.filename) and stat.S_ISDIR(e.st_mode or 0)
+        )
+
+    def files(self, day: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        folders = [day]
+        while folders:
+            folder = folders.pop()
+            for entry in self.sftp.listdir_attr(self._path(folder)):
+                if entry.filename.startswith("."):
+                    continue
+                relative = f"{folder}/{entry.filename}"
+                if stat.S_ISDIR(entry.st_mode or 0):
+                    folders.append(relative)
+                else:
+                    found[relative] = entry.st_size or 0
+        return found
+
+    def size(self, relative: str) -> int | None:
+        try:
+            return self.sftp.stat(self._path(relative)).st_size
+        except FileNotFoundError:
+            return None
+
+    def read(self, relative: str) -> bytes:
+        with self.sftp.open(self._path(relative), "rb") as remote:
+            return remote.read()
+
+    def sha256(self, relative: str) -> str:
+        digest = hashlib.sha256()
+        with self.sftp.open(self._path(relative), "rb") as remote:
+            remote.prefetch()
+            while block := remote.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+class ReadBack:
+    """Retention's read-back over one SFTP connection, opened when first needed; a server that
+    cannot be reached confirms nothing."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._transport: paramiko.Transport | None = None
+        self._tree: SftpTree | None = None
+        self._failed = False
+
+    def __call__(self, records: list[FileRecord]) -> set[str]:
+        if self._failed:
+            return set()
+        try:
+            if self._tree is None:
+                self._transport, sftp = connect(self.config)
+                self._tree = SftpTree(sftp, self.config.sftp_base_dir)
+            confirmed = set()
+            for record in records:
+                size = self._tree.size(record.path)
+                if size == record.size and self._tree.sha256(record.path) == record.sha256:
+                    confirmed.add(record.path)
+            return confirmed
+        except (DeliveryError, OSError, paramiko.SSHException, EOFError) as e:
+            log.info("Cannot read the server's copies back (%s); nothing is removed for it", e)
+            self._failed = True
+            return set()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

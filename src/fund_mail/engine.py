@@ -22,7 +22,9 @@ from fund_mail import crashpoints
 from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
 from fund_mail.archive.fsutil import RunLock, sweep_stale_partials
 from fund_mail.archive.index import ArchiveIndex, AuditCounts
+from fund_mail.archive.manifest import update_manifests
 from fund_mail.archive.quarantine import quarantine
+from fund_mail.archive.retention import RetentionReport, apply_retention
 from fund_mail.archive.rows import (
     graph_time,
     message_row,
@@ -464,6 +466,7 @@ def run_once(
             config.data_dir, next_cursor(cursor, plan, newest.message, run_time), config.tz
         )
         _self_audit(config, client, index, local, plan.floor)
+        refresh_manifests(config, index)
         result.seconds = time.monotonic() - started
         result.requests = client.requests_made
         return result
@@ -497,6 +500,7 @@ def run_day(
             dedupe=False,
             on_page=on_page,
         )
+        refresh_manifests(config, index)
         result.seconds = time.monotonic() - started
         result.requests = client.requests_made
         return result
@@ -664,6 +668,7 @@ def run_audit(
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         client = client or open_graph(config)
         report = audit_range(
+            config,
             index,
             days,
             lambda day: audit_day(
@@ -678,6 +683,7 @@ def run_audit(
 
 
 def audit_range(
+    config: Config,
     index: ArchiveIndex,
     days: list[date],
     audit: Callable[[date], DayAudit],
@@ -686,7 +692,8 @@ def audit_range(
     on_start: Callable[[date], None] | None = None,
     on_day: Callable[[DayAudit], None] | None = None,
 ) -> AuditReport:
-    """Audit each day with `audit` (Graph or IMAP), recording each outcome in the index."""
+    """Audit each day with `audit` (Graph or IMAP), recording each outcome in the index and
+    handing unrepaired gaps to the alerts; the day manifests follow what was repaired."""
     report = AuditReport()
 
     def audit_one(day: date) -> RunResult:
@@ -698,12 +705,17 @@ def audit_range(
             index.record_audit(day.isoformat(), "manual", AuditCounts(dry_run=dry_run), str(e))
             raise
         index.record_audit(day.isoformat(), "manual", done.counts)
+        if not dry_run:
+            report_audit_findings(config, {day.isoformat(): None if done.complete else done.line()})
         report.audits.append(done)
         if on_day:
             on_day(done)
         return done.result
 
-    outcome = run_range(days, audit_one, lambda day, result: "")
+    try:
+        outcome = run_range(days, audit_one, lambda day, result: "")
+    finally:
+        refresh_manifests(config, index)
     report.failed, report.total = outcome.failed, outcome.total
     return report
 
@@ -729,6 +741,7 @@ def _self_audit(
     midnight = now_local.replace(hour=0, minute=0, second=0, microsecond=0)
     done = index.audited_complete_since(graph_time(midnight), [d.isoformat() for d in days])
     at = graph_time(now_local)
+    findings: dict[str, str | None] = {}
     for day in [d for d in days if d.isoformat() not in done]:
         try:
             audited = audit(day)
@@ -739,6 +752,69 @@ def _self_audit(
             continue
         index.record_audit(day.isoformat(), "self", audited.counts, at=at)
         log.info("Self-audit %s", audited.line())
+        findings[day.isoformat()] = None if audited.complete else audited.line()
+    report_audit_findings(config, findings)
+
+
+def report_audit_findings(config: Config, findings: dict[str, str | None]) -> None:
+    """Hand the audit's unrepaired gaps (and the days found complete) to the alerts."""
+    if not findings:
+        return
+    from fund_mail.alerts import report_audit
+
+    try:
+        report_audit(config.data_dir, findings)
+    except Exception as e:  # noqa: BLE001 - the alert state must never fail a run
+        log.error("Could not record the audit's findings for the alerts: %s", e)
+
+
+# -- manifests and retention ----------------------------------------------------------------
+def refresh_manifests(config: Config, index: ArchiveIndex) -> None:
+    """Hash what was published and update the day manifests. The archive itself is already
+    safe, so a failure here is logged and the next run catches up."""
+    try:
+        update_manifests(config.data_dir, index)
+    except Exception as e:  # noqa: BLE001 - the published DB and cursor stand either way
+        log.error("Could not update the manifest (the next run tries again): %s", e)
+
+
+def retain(config: Config, today: date | None = None) -> RetentionReport | None:
+    """Remove day folders past RETAIN_DAYS that the server holds; None when not due or busy.
+
+    It holds both archive commands' locks, so it never removes a folder a run is writing to.
+    """
+    if config.retain_days is None or not config.data_dir.is_dir():
+        return None
+    try:
+        with (
+            RunLock(config.data_dir / "fund_mail_once.lock", "fund_mail_once"),
+            RunLock(config.data_dir / "fund_mail_one_day.lock", "fund_mail_one_day"),
+        ):
+            index = ArchiveIndex(config.data_dir)
+            read_back = None
+            if config.upload_enabled:
+                from fund_mail.delivery import ReadBack
+
+                read_back = ReadBack(config)
+            try:
+                update_manifests(config.data_dir, index)
+                return apply_retention(
+                    config.data_dir,
+                    index,
+                    config.retain_days,
+                    today or datetime.now(config.tz).date(),
+                    read_back,
+                )
+            finally:
+                if read_back is not None:
+                    read_back.close()
+                index.close()
+    except LockedError:
+        log.info("Another run is busy; local retention waits for the next run")
+    except OSError as e:
+        # Only local copies of delivered files are at stake; a marker finishes it next time.
+        log.error("Local retention stopped (the next run goes on): %s", e)
+    return None
 
 
 # -- delivery and history --------------------------------------------------------------------
@@ -752,7 +828,10 @@ def deliver(config: Config) -> DeliveryReport | None:
     index = ArchiveIndex(config.data_dir)
     try:
         if not index.queued():
-            return None
+            from fund_mail.delivery import manifests_to_deliver
+
+            if not manifests_to_deliver(index):
+                return None
         from fund_mail.delivery import deliver_queue
 
         return deliver_queue(config, index)

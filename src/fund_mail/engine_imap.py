@@ -35,6 +35,7 @@ from fund_mail.engine import (
     audit_range,
     day_bounds,
     exclusive_index,
+    refresh_manifests,
 )
 from fund_mail.imap import mime
 from fund_mail.imap.client import Folder, FolderStatus, ImapMailbox, Summary
@@ -314,6 +315,7 @@ def run_once(
                     config, imap, index, day, command="once", not_before=floor
                 ),
             )
+            refresh_manifests(config, index)
     result.seconds = time.monotonic() - started
     return result
 
@@ -353,6 +355,7 @@ def run_day(
                         on_page(matched)
                     writer.add(imap, folder, status, summaries)
                 result = writer.publish()
+            refresh_manifests(config, index)
     result.seconds = time.monotonic() - started
     return result
 
@@ -441,6 +444,7 @@ def run_audit(
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         with connected(config, mailbox) as imap:
             return audit_range(
+                config,
                 index,
                 days,
                 lambda day: audit_day(

@@ -100,3 +100,7 @@ class IncompleteError(FundMailError):
 
 class DeliveryError(FundMailError):
     """The SFTP upload failed; the archive is safe locally and stays queued."""
+
+
+class UnsafePath(DeliveryError):
+    """A DB names a file outside DATA_DIR: that DB is refused, the others still go."""

@@ -152,6 +152,7 @@ def test_binary_archives_and_delivers(install_dir, graph, sftp_server, data_dir,
     assert [r["subject"] for r in rows] == ["바이너리 테스트"]
     assert "link-only attachment" in rows[0]["note"]
     landed = sorted(p.name for p in sftp_server.root.rglob("*") if p.is_file())
+    assert landed.pop().startswith("manifest_"), "the day's manifest follows its files"
     assert len(landed) == 2 and landed[-1].startswith("fm_")
 
     status = run(install_dir / "fund_mail_once", "--status")
@@ -196,3 +197,55 @@ def test_pst_binary_imports_the_fixtures(install_dir, tmp_path):
     )
     assert nested.returncode == 0, nested.stderr
     assert "Every item and attachment was read." in nested.stdout
+
+
+@pytest.fixture(scope="session")
+def service_binary() -> Path:
+    """dist/fund_mail_service/, a folder like fund_mail_once's: the frozen program starts its
+    cycles as `fund_mail_service cycle`, a path only the built executable takes."""
+    binary = ROOT / "dist" / "fund_mail_service" / "fund_mail_service"
+    if not _fresh(binary):
+        if in_ci():
+            pytest.fail(
+                "dist/fund_mail_service is missing or older than the sources: .ci/run must "
+                "build it with make_exe.sh fund_mail_service before the tests"
+            )
+        subprocess.run(
+            ["bash", str(ROOT / "make_exe.sh"), "fund_mail_service"],
+            cwd=ROOT,
+            check=True,
+            timeout=1200,
+            capture_output=True,
+        )
+    return binary
+
+
+def test_service_binary_runs_cycles_and_stops_on_sigterm(service_binary, graph, data_dir, tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "fund_mail"
+    shutil.copytree(service_binary.parent, folder)
+    (folder / ".env").write_text(
+        "".join(f"{k}={v}\n" for k, v in graph.env_values(data_dir).items())
+    )
+    process = subprocess.Popen(
+        [str(folder / "fund_mail_service"), "run"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (data_dir / "LAST_TIME.json").exists():
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "no cycle ran"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    cycle_log = (data_dir / "logs" / "fund_mail_once.log").read_text(encoding="utf-8")
+    assert "Baseline recorded" in cycle_log, "the frozen child ran fund_mail_once's cycle"

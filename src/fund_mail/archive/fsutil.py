@@ -175,19 +175,32 @@ class RunLock:
     """An OS file lock: released by the OS even when the process is killed, so never stale.
 
     The lock file holds "<pid> <unix start time>" while held, which --status shows; it is
-    emptied on a clean release.
+    emptied on a clean release. With wait > 0 the lock is polled for up to that many seconds,
+    for locks held only for short sections.
     """
 
-    def __init__(self, path: Path, command: str) -> None:
+    def __init__(self, path: Path, command: str, wait: float = 0.0) -> None:
         self.path = path
         self.command = command
+        self.wait = wait
         self._file: IO[bytes] | None = None
+
+    def _try_lock(self, handle: IO[bytes]) -> None:
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                _lock(handle)
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+b")  # noqa: SIM115 - held until __exit__
         try:
-            _lock(handle)
+            self._try_lock(handle)
         except OSError as e:
             handle.close()
             raise LockedError(

@@ -7,6 +7,7 @@ ARCHITECTURE.md for why the order matters.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from importlib.resources import files
 from pathlib import Path, PureWindowsPath
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fund_mail.archive.fsutil import fsync_path
+from fund_mail.errors import UnsafePath
 
 SCHEMA_SQL = files("fund_mail.archive").joinpath("schema.sql").read_text(encoding="utf-8")
 MAIL_COLUMNS = (
@@ -125,3 +127,39 @@ class ArchiveDb:
         finally:
             self.path.unlink(missing_ok=True)
             Path(f"{self.path}-journal").unlink(missing_ok=True)
+
+
+def inside_data_dir(data_dir: Path, relative: object, db_relative: str) -> Path:
+    """The local file a path read back from the index or an archive DB names, refused when it
+    could point outside DATA_DIR (.., absolute, a drive letter, a backslash) on any system."""
+    text = relative if isinstance(relative, str) else ""
+    parts = text.split("/")
+    if (
+        not text
+        or re.search(r"[\\:\x00]", text)
+        or text.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise UnsafePath(
+            f"{db_relative} names the file {relative!r}, which points outside DATA_DIR: "
+            "refused, nothing of this DB was sent. The DB may have been edited by hand; "
+            "restore it from a backup or remove it from the outbox."
+        )
+    return data_dir.joinpath(*parts)
+
+
+def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
+    """(local path, path relative to DATA_DIR) for each attachment of a DB, then the DB.
+
+    Nothing read from a DB is trusted: a path that leads outside DATA_DIR raises UnsafePath.
+    """
+    db_path = inside_data_dir(data_dir, db_relative, db_relative)
+    with open_readonly(db_path) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
+        ).fetchall()
+    files = []
+    for folder, name in rows:
+        relative = f"{folder}/{name}" if isinstance(folder, str) and isinstance(name, str) else None
+        files.append((inside_data_dir(data_dir, relative, db_relative), str(relative)))
+    return files + [(db_path, db_relative)]

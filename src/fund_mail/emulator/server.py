@@ -130,6 +130,8 @@ class GraphEmulator:
         self.max_page: int | None = None  # pages shorter than $top while more follow
         self.list_reference_attachments = True
         self.deny_access = False
+        self.allow_send = True  # the app holds Mail.Send
+        self.sent_mail: list[dict] = []  # what sendMail accepted, oldest first
         self.concurrency_limit = 4
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -537,7 +539,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._openid(segments[0])
         if len(segments) == 4 and segments[1:] == ["oauth2", "v2.0", "token"] and method == "POST":
             return self._token(segments[0])
-        if segments[:2] != ["v1.0", "users"] or len(segments) < 4 or method != "GET":
+        send_mail = method == "POST" and segments[3:] == ["sendMail"]
+        if (
+            segments[:2] != ["v1.0", "users"]
+            or len(segments) < 4
+            or not (method == "GET" or send_mail)
+        ):
             return self._error(400, "BadRequest", f"Unsupported request {method} {split.path}")
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not self.emulator._token_valid(auth[7:]):
@@ -552,6 +559,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(
                 404, "ErrorInvalidUser", f"The requested user '{segments[2]}' is invalid."
             )
+        if send_mail:
+            return self._send_mail()
         if self.emulator.deny_access or segments[2].lower() in self.emulator.denied_mailboxes:
             return self._error(403, "ErrorAccessDenied", "Access to OData is disabled.")
         rest = segments[3:]
@@ -663,6 +672,28 @@ class _Handler(BaseHTTPRequestHandler):
                 "access_token": self.emulator._issue_token(),
             },
         )
+
+    def _send_mail(self) -> None:
+        """POST /users/{upn}/sendMail: 202 with no body; the message is kept in sent_mail."""
+        if not self.emulator.allow_send:
+            return self._error(403, "ErrorAccessDenied", "Access is denied. Check credentials.")
+        try:
+            message = json.loads(self._body)["message"]
+            subject = message["subject"]
+            body = message["body"]
+            to = [r["emailAddress"]["address"] for r in message["toRecipients"]]
+        except (ValueError, KeyError, TypeError):
+            return self._error(400, "ErrorInvalidRequest", "The request body is not valid.")
+        if not to:
+            return self._error(
+                400, "ErrorInvalidRecipients", "At least one recipient is not valid."
+            )
+        if body.get("contentType", "").lower() not in ("text", "html"):
+            return self._error(400, "ErrorInvalidRequest", "Invalid body contentType.")
+        self.emulator.sent_mail.append(
+            {"to": to, "subject": subject, "body": body, "raw": json.loads(self._body)}
+        )
+        self._send(202, b"", "text/plain")
 
     # -- messages --------------------------------------------------------------------------
     def _messages_route(
@@ -842,6 +873,8 @@ class _Context:
 def _classify(segments: list[str]) -> str:
     if "token" in segments[-1:]:
         return "token"
+    if segments[-1:] == ["sendMail"]:
+        return "sendmail"
     if ".well-known" in segments or "discovery" in segments:
         return "discovery"
     if "attachments" in segments:

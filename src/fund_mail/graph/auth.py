@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -61,6 +62,21 @@ def _client_credential(config: Config) -> str | dict:
         "thumbprint": cert.fingerprint(hashes.SHA1()).hex(),  # noqa: S324 - msal's format
         "passphrase": config.client_cert_password or None,
     }
+
+
+def certificate_expiry(path: Path, password: str = "") -> datetime:
+    """When the sign-in certificate (.pfx/.p12, or PEM) stops being valid, in UTC."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    data = path.read_bytes()
+    if path.suffix.lower() in (".pfx", ".p12"):
+        cert = pkcs12.load_key_and_certificates(data, password.encode() or None)[1]
+        if cert is None:
+            raise ValueError(f"{path} holds no certificate")
+    else:
+        cert = x509.load_pem_x509_certificate(data)
+    return cert.not_valid_after_utc
 
 
 # Errors that say "try later", not "fix the configuration"; retried by TOKEN_ANSWERS.

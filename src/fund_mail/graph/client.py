@@ -217,6 +217,39 @@ class GraphClient:
 
         return self._with_body_retries(action, f"GET {url.split('?')[0]}")
 
+    def send_mail(self, to: list[str], subject: str, body: str) -> None:
+        """POST /sendMail from the archived mailbox (app-only; needs Mail.Send). Graph answers
+        202 with no body. Not retried on 5xx, so that an alert is not sent twice."""
+        payload = {
+            "message": {
+                "subject": subject,
+                "body": {"contentType": "text", "content": body},
+                "toRecipients": [{"emailAddress": {"address": a}} for a in to],
+            },
+            "saveToSentItems": False,
+        }
+        for attempt in (1, 2):
+            token = self.tokens.token(force_refresh=attempt == 2)
+            self.requests_made += 1
+            with self._slots:
+                response = self._session().post(
+                    f"{self.mailbox_url}/sendMail",
+                    json=payload,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=self.timeout,
+                )
+            if response.status_code != 401:
+                break
+        if response.status_code != 202:
+            error = graph_error(response)
+            if response.status_code == 403:
+                raise AccessDeniedError(
+                    f"{error.args[0].split('. The app')[0]}. The app may not send as this "
+                    "mailbox: grant the Mail.Send application permission with admin consent, "
+                    "in the same RBAC for Applications scope as Mail.Read."
+                )
+            raise error
+
     # -- mail ------------------------------------------------------------------------------
     def fetch_message_pages(
         self, window: Window, page_size: int, fields: str = MESSAGE_FIELDS, expand: bool = True
