@@ -1,6 +1,7 @@
 """The layers of src/fund_mail, held by its import graph: no upward edges and no cycles.
 
-    cli -> admin, pst -> engine -> graph, delivery -> archive -> foundation
+    cli -> winservice -> service, admin, pst -> engine_imap, mailboxes -> engine
+        -> imap, alerts -> graph, delivery -> archive -> foundation
 
 Each layer may import the layers below it, never one above or beside it. The foundation is
 config, errors, logs, retry, crashpoints and version. Two edges go from graph into archive, on
@@ -23,7 +24,21 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = SRC / "fund_mail"
 
 FOUNDATION = {"config", "errors", "logs", "retry", "crashpoints", "version", ""}
-RANK = {"archive": 1, "graph": 2, "delivery": 2, "engine": 3, "admin": 4, "pst": 4, "cli": 5}
+RANK = {
+    "archive": 1,
+    "graph": 2,
+    "delivery": 2,
+    "imap": 3,  # the IMAP transport signs in through graph/auth's msal app
+    "alerts": 3,  # sends through graph or SMTP, reads the run history in archive
+    "engine": 4,
+    "engine_imap": 5,  # the IMAP source's engine, built on engine's shared core
+    "mailboxes": 5,
+    "admin": 6,
+    "pst": 6,
+    "service": 6,
+    "winservice": 7,  # the Windows shell around service
+    "cli": 8,
+}
 GRAPH_MAY_USE = {"fund_mail.archive.fsutil", "fund_mail.archive.rows"}
 
 

@@ -8,6 +8,7 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from types import ModuleType
 
 from fund_mail.archive.fsutil import private_files
 from fund_mail.config import Config, load_config
@@ -157,6 +158,18 @@ def print_task_xml(args: argparse.Namespace) -> int:
         print(f"Wrote {args.print_task_xml}. Import it in an administrator console with:")
         print(f"  {schtasks_command(args.print_task_xml, user, logon)}")
     return int(ExitCode.OK)
+
+
+def source_engine(config: Config) -> ModuleType:
+    """The engine of the configured source: Graph (engine), or IMAP (engine_imap, built on it).
+    Both offer run_once, run_day and run_audit with the same arguments."""
+    if config.mail_source == "imap":
+        from fund_mail import engine_imap
+
+        return engine_imap
+    from fund_mail import engine
+
+    return engine
 
 
 def _say(line: str) -> None:
@@ -324,7 +337,7 @@ def once_main(argv: list[str] | None = None) -> int:
 
     def work(config: Config) -> int:
         from fund_mail.archive.rows import parse_datetime_arg
-        from fund_mail.engine import retain, run_once
+        from fund_mail.engine import retain
 
         since = None
         if args.since:
@@ -345,7 +358,7 @@ def once_main(argv: list[str] | None = None) -> int:
         def body() -> RunResult | None:
             result = None
             if not args.upload_only:
-                result = run_once(config, since=since)
+                result = source_engine(config).run_once(config, since=since)
                 _say(result.summary("fund_mail_once"))
             deliver_after("fund_mail_once", config, args, result)
             retained = retain(config)
@@ -479,7 +492,9 @@ def one_day_main(argv: list[str] | None = None) -> int:
 
 
 def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) -> RunResult:
-    from fund_mail.engine import range_failure, run_day, run_range
+    from fund_mail.engine import range_failure, run_range
+
+    run_day = source_engine(config).run_day
 
     progress = _Progress(days)
     delivery_errors: list[FundMailError] = []
@@ -523,7 +538,9 @@ def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) ->
 
 def _audit_days(config: Config, args: argparse.Namespace, days: list[date]) -> RunResult:
     """--audit: one line per day; exit 0 complete, 1 a repair failed, 7 gaps in a dry run."""
-    from fund_mail.engine import DayAudit, run_audit
+    from fund_mail.engine import DayAudit
+
+    run_audit = source_engine(config).run_audit
 
     progress = _Progress(days)
 

@@ -408,10 +408,6 @@ def run_once(
 ) -> RunResult:
     """One incremental run: archive everything new since the cursor, exactly once; then the
     daily self-audit when it is due."""
-    if config.mail_source == "imap":
-        from fund_mail import engine_imap
-
-        return engine_imap.run_once(config, since)
     started = time.monotonic()
     run_time = now()
     with exclusive_index(config, "once", "fund_mail_once") as index:
@@ -483,10 +479,6 @@ def run_day(
     It never reads or moves the incremental cursor and has its own lock, so it can run while
     fund_mail_once runs on schedule. A day archived twice gets a second, complete DB.
     """
-    if config.mail_source == "imap":
-        from fund_mail import engine_imap
-
-        return engine_imap.run_day(config, day, on_page=on_page)
     started = time.monotonic()
     run_time = datetime.now(config.tz)
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
@@ -659,12 +651,6 @@ def run_audit(
     client: GraphClient | None = None,
 ) -> AuditReport:
     """fund_mail_one_day --audit: each day in turn, under fund_mail_one_day's lock."""
-    if config.mail_source == "imap":
-        from fund_mail import engine_imap
-
-        return engine_imap.run_audit(
-            config, days, dry_run=dry_run, on_start=on_start, on_day=on_day, on_page=on_page
-        )
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         client = client or open_graph(config)
         report = audit_range(
