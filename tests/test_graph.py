@@ -230,6 +230,17 @@ def test_request_count_is_exact_with_many_threads(config, monkeypatch):
 
     class Answer:
         status_code = 200
+        url = "https://graph.example/v1.0/users/x/messages"
+        headers: dict = {}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def iter_content(self, size):
+            yield b"{}"
 
         def json(self):
             return {}

@@ -231,11 +231,19 @@ class Uploader:
             try:
                 self.sftp.mkdir(remote_dir)
             except OSError as e:
+                if self._is_dir(remote_dir):
+                    return self._made.add(remote_dir)  # another mailbox's delivery made it first
                 raise DeliveryError(
                     f"Cannot create {remote_dir} on the SFTP server ({e}): check SFTP_BASE_DIR "
                     "and that the account may write there."
                 ) from e
         self._made.add(remote_dir)
+
+    def _is_dir(self, remote_dir: str) -> bool:
+        try:
+            return stat.S_ISDIR(self.sftp.stat(remote_dir).st_mode or 0)
+        except OSError:
+            return False
 
     def _sweep_partials(self, remote_dir: str) -> None:
         """Remove .part files that killed uploads of ours left behind, by their exact shape

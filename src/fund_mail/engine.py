@@ -716,11 +716,12 @@ def _self_audit(
 ) -> None:
     """The daily self-audit inside fund_mail_once: never fails the incremental run.
     audit: how one day is audited (the IMAP source passes its own); Graph's by default."""
-    if audit is None:
 
-        def audit(day: date) -> DayAudit:
-            return audit_day(config, client, index, day, command="once", not_before=floor)
+    def graph_audit(day: date) -> DayAudit:
+        assert client is not None, "the Graph self-audit needs the run's client"
+        return audit_day(config, client, index, day, command="once", not_before=floor)
 
+    audit_one = audit or graph_audit
     days = self_audit_days(now_local, config.audit_at, config.audit_days, floor)
     if not days:
         return
@@ -730,7 +731,7 @@ def _self_audit(
     findings: dict[str, str | None] = {}
     for day in [d for d in days if d.isoformat() not in done]:
         try:
-            audited = audit(day)
+            audited = audit_one(day)
         except Exception as e:  # noqa: BLE001 - the audit is retried by the next run
             log.warning("Self-audit of %s failed (retried on the next run): %s", day, e)
             error = REDACTOR.redact(str(e)) or type(e).__name__

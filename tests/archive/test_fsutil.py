@@ -1,5 +1,6 @@
 """fsutil: the rename onto a file that Windows reports as held open by another process."""
 
+import dataclasses
 import os
 import time
 
@@ -11,7 +12,7 @@ from fund_mail.archive import fsutil
 @pytest.fixture
 def refusing_replace(monkeypatch):
     """os.replace raising PermissionError as Windows does while dest is open elsewhere."""
-    monkeypatch.setattr(fsutil, "REPLACE_BACKOFF", 0)
+    monkeypatch.setattr(fsutil, "RENAME_RETRY", dataclasses.replace(fsutil.RENAME_RETRY, backoff=0))
     calls = {"n": 0, "refuse": 10**6}
     real = os.replace
 

@@ -1,6 +1,7 @@
 """An attachment file that cannot be put in place fails the run cleanly: a clear error, nothing
 recorded, the cursor unmoved, so the next run archives the message."""
 
+import dataclasses
 import os
 from datetime import timedelta
 
@@ -28,7 +29,7 @@ def test_attachment_held_open_fails_the_run_cleanly(config, graph, now, monkeypa
         return real(src, dst)
 
     with monkeypatch.context() as patch:
-        patch.setattr(fsutil, "REPLACE_BACKOFF", 0)
+        patch.setattr(fsutil, "RENAME_RETRY", dataclasses.replace(fsutil.RENAME_RETRY, backoff=0))
         patch.setattr(fsutil.os, "replace", replace)
         with pytest.raises(RunFailed, match=r"'보고서.pdf' could not be saved as .*next run tries"):
             run_once(config)

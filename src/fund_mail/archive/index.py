@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -383,7 +383,7 @@ class ArchiveIndex:
         archived: list[tuple[str, str]],
         source: str | None = None,
         exclusive: bool = True,
-        fingerprints: list[tuple[str, str]] = (),
+        fingerprints: Sequence[tuple[str, str]] = (),
     ) -> Published | None:
         """Give a finished temporary DB its final name, recording it (and its ids) first.
 
@@ -413,7 +413,7 @@ class ArchiveIndex:
         archived: list[tuple[str, str]],
         source: str | None,
         exclusive: bool,
-        fingerprints: list[tuple[str, str]],
+        fingerprints: Sequence[tuple[str, str]],
     ) -> Published | None:
         with self.transaction() as conn:
             dropped = (0, 0)

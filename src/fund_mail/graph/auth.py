@@ -96,6 +96,11 @@ class _TryLater(Exception):
         self.result = result
 
 
+def _answer(error: BaseException) -> dict:
+    """msal's result dict carried by a _TryLater."""
+    return error.result if isinstance(error, _TryLater) else {}
+
+
 def _sign_in_session(config: Config) -> requests.Session:
     """msal's HTTP client: the same retry policy as Graph's, the token POST included."""
     return https_session(
@@ -156,8 +161,8 @@ class TokenProvider:
                 _TryLater,
                 "The token request",
                 failed=lambda e, tries: RunFailed(
-                    f"The sign-in endpoint is temporarily unavailable ({e.result.get('error')}: "
-                    f"{e.result.get('error_description')}); nothing was changed and the next "
+                    f"The sign-in endpoint is temporarily unavailable ({_answer(e).get('error')}: "
+                    f"{_answer(e).get('error_description')}); nothing was changed and the next "
                     "run tries again."
                 ),
             )
@@ -170,7 +175,7 @@ class TokenProvider:
     def _acquire(self) -> dict:
         """One token request; _TryLater for an answer that says "try later"."""
         try:
-            result = self._app.acquire_token_for_client(scopes=[self.scope])
+            result = self._app.acquire_token_for_client(scopes=[self.scope]) or {}
         except requests.RequestException as e:
             if is_certificate_error(e):
                 raise certificate_problem(self.authority, e) from e

@@ -230,7 +230,7 @@ class GraphClient:
         }
         for attempt in (1, 2):
             token = self.tokens.token(force_refresh=attempt == 2)
-            self.requests_made += 1
+            self._count_request()
             with self._slots:
                 response = self._session().post(
                     f"{self.mailbox_url}/sendMail",
