@@ -47,7 +47,7 @@ def test_a_file_that_stays_busy_fails_after_the_retries(tmp_path, refusing_repla
     dest.write_bytes(b"other bytes")
     with pytest.raises(PermissionError):
         fsutil.write_atomic(dest, b"new bytes")
-    assert refusing_replace["n"] == fsutil.REPLACE_ATTEMPTS
+    assert refusing_replace["n"] == fsutil.RENAME_RETRY.attempts
     assert dest.read_bytes() == b"other bytes"
     assert [p.name for p in tmp_path.iterdir()] == ["a.pdf"], "no partial left behind"
 
