@@ -215,25 +215,28 @@ def phases(run: Measured, records: list) -> dict[str, float]:
     }
 
 
-def archive_problems(data_dir: Path, expected: list[Message]) -> list[str]:
+def archive_problems(data_dir: Path, expected: list[Message], keep_mime: bool = False) -> list[str]:
     """How the archive under data_dir differs from the mail the measured run had to archive:
-    every expected message exactly once, an attachment row per attachment, and each row's file
-    on disk with its size. Empty when they match."""
+    every expected message exactly once, an attachment row per attachment (plus, with
+    KEEP_MIME, one original-MIME row per message), and each row's file on disk with its size.
+    Empty when they match."""
     ids: Counter = Counter()
     attachments: list[tuple[str, str, int]] = []
-    originals: list[tuple[str, str]] = []  # KEEP_MIME's copy of each message, checked apart
+    originals = 0
     for db in sorted(data_dir.glob("*/fm_*.db")):
-        with sqlite3.connect(f"file:{db.as_posix()}?mode=ro", uri=True) as conn:
+        with sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True) as conn:
             ids.update(row[0] for row in conn.execute("SELECT email_id FROM fund_mail"))
-            attachments += conn.execute(
-                "SELECT save_folder, phy_file_name, file_size FROM fund_mail_attach "
-                "WHERE org_file_name != ?",
+            for folder, name, size, original in conn.execute(
+                "SELECT save_folder, phy_file_name, file_size, org_file_name = ? "
+                "FROM fund_mail_attach",
                 (SOURCE_MESSAGE_NAME,),
-            ).fetchall()
-            originals += conn.execute(
-                "SELECT save_folder, phy_file_name FROM fund_mail_attach WHERE org_file_name = ?",
-                (SOURCE_MESSAGE_NAME,),
-            ).fetchall()
+            ):
+                if original:
+                    originals += 1
+                    if not (data_dir / folder / name).is_file():
+                        attachments.append((folder, name, size))  # reported as missing below
+                else:
+                    attachments.append((folder, name, size))
     wanted = Counter(m.immutable_id for m in expected)
     files = [a for m in expected for a in m.attachments if a.kind != REFERENCE]
     problems = []
@@ -244,13 +247,13 @@ def archive_problems(data_dir: Path, expected: list[Message]) -> list[str]:
         )
     if len(attachments) != len(files):
         problems.append(f"{len(attachments)} attachment rows, expected {len(files)}")
-    if originals and len(originals) != len(wanted):
-        problems.append(f"{len(originals)} original-message files for {len(wanted)} messages")
+    if originals != (len(expected) if keep_mime else 0):
+        problems.append(f"{originals} original-MIME rows with KEEP_MIME={int(keep_mime)}")
     on_disk = {
-        p.relative_to(data_dir).as_posix(): p.stat().st_size for p in data_dir.glob("*/attach/*")
+        p.relative_to(data_dir).as_posix(): p.stat().st_size
+        for p in data_dir.glob("*/attach/*")
+        if not keep_mime or p.suffix != ".eml"
     }
-    for folder, name in originals:
-        on_disk.pop(f"{folder}/{name}", None)
     if len(on_disk) != len({(folder, name) for folder, name, _ in attachments}):
         problems.append(f"{len(on_disk)} attachment files on disk for {len(attachments)} rows")
     wrong = [f"{f}/{n}" for f, n, size in attachments if on_disk.get(f"{f}/{n}") != size]
@@ -294,6 +297,7 @@ class Bench:
         days: int = 1,
         folders: int = FOLDERS,
         sign_in: int = 1,
+        keep_mime: bool = False,
     ) -> Outcome:
         """sign_in: 1 when the run before cached the discovery answer (every scenario here)."""
         # Pages of the mail as the client will ask for it are rendered before the clock starts.
@@ -306,7 +310,7 @@ class Bench:
         run = run_measured(command, cwd)
         graph.latency = 0
         # A figure is only worth reporting for a run that archived what it was asked to.
-        problems = archive_problems(cwd / "data", expected)
+        problems = archive_problems(cwd / "data", expected, keep_mime)
         if problems:
             raise SystemExit(
                 f"{name}: the archive does not match the emulator's mailbox, so no figure is "
@@ -476,7 +480,7 @@ class Bench:
                 once = [str(BIN / "fund_mail_once"), "--env-file", str(env), "--quiet"]
                 run_measured(once, workdir)
                 now = datetime.now(UTC).replace(microsecond=0)
-                fresh = [
+                messages = [
                     graph.mailbox.add_message(
                         now + timedelta(seconds=i % 60),
                         subject=f"mime {i}",
@@ -493,7 +497,7 @@ class Bench:
                     graph,
                     once,
                     workdir,
-                    fresh,
+                    messages,
                     100 + per_message,
                     [
                         (
@@ -501,6 +505,7 @@ class Bench:
                             lambda o, n=per_message: o.requests["message"] == n,
                         ),
                     ],
+                    keep_mime=keep == "1",
                 )
 
     def audit(self) -> None:
@@ -634,7 +639,7 @@ def main() -> int:
     parser.add_argument(
         "--exe",
         type=Path,
-        default=ROOT / "dist" / "fund_mail_once",
+        default=ROOT / "dist" / "fund_mail_once" / "fund_mail_once",
         help="the built executable for the exe scenario (left out if missing, unless named "
         "in --only or run in CI)",
     )

@@ -11,8 +11,47 @@ import pytest
 
 from fund_mail.config import Config, config_from_values
 from fund_mail.emulator import GraphEmulator
+from tests.helpers import in_ci
 from tests.imap_server import DovecotServer, TokenIntrospection
 from tests.sftp_servers import AsyncSftpServer
+
+pytest_plugins = ["pytester"]  # tests/test_ci_skips.py runs small pytest sessions
+
+# In CI (CI=true) a skipped test fails the run, unless it is listed here with the reason it
+# cannot run there. Everything else a test needs (sshd, readpst, pypff, the PST fixtures, the
+# built executables) CI installs or builds, so a skip would hide a broken build.
+ALLOWED_SKIPS_IN_CI = {
+    "tests/test_config.py::test_unwritable_data_dir": "needs a non-root user: CI runs as root, "
+    "who may write anywhere; tests/reliability/test_bad_input.py::test_data_dir_not_writable "
+    "covers the same check as root",
+}
+
+
+def _forbid_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if not (in_ci() and report.skipped) or hasattr(report, "wasxfail"):
+        return
+    if report.nodeid.split("[")[0] in ALLOWED_SKIPS_IN_CI:
+        return
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    report.outcome = "failed"
+    report.longrepr = (
+        f"Skipped in CI ({reason}). In CI a test may skip only when ALLOWED_SKIPS_IN_CI in "
+        "tests/conftest.py lists it with its reason; install or build what it needs instead."
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    _forbid_skip_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    """A whole module skipped at import (pytest.skip(allow_module_level=True), importorskip)."""
+    outcome = yield
+    _forbid_skip_in_ci(outcome.get_result())
 
 
 @pytest.fixture

@@ -6,9 +6,17 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def in_ci() -> bool:
+    """CI sets CI=true: there a test must run, not skip (see tests/conftest.py)."""
+    return os.environ.get("CI", "").lower() == "true"
 
 
 def run_cli(
@@ -38,3 +46,12 @@ def archived_rows(data_dir: Path, table: str = "fund_mail") -> list[dict]:
 
 def archived_ids(data_dir: Path) -> list[str]:
     return [r["email_id"] for r in archived_rows(data_dir)]
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    """Poll condition until it holds; fail the test with `what` if the deadline passes first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.002)

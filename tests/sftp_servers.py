@@ -29,6 +29,7 @@ class Switches:
     no_posix_rename: bool = False
     bytes_written: int = 0
     drops: int = 0
+    connections: int = 0  # SSH connections accepted
     uploads_completed: list[str] = field(default_factory=list)
 
 
@@ -118,7 +119,7 @@ class AsyncSftpServer:
                 "127.0.0.1",
                 self.port,
                 server_host_keys=[self.host_key],
-                server_factory=lambda: _Auth(self.user, self.password),
+                server_factory=self._session,
                 sftp_factory=lambda chan: _Sftp(chan, self.root, self.switches),
                 allow_scp=False,
             )
@@ -126,6 +127,10 @@ class AsyncSftpServer:
         self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def _session(self) -> _Auth:
+        self.switches.connections += 1
+        return _Auth(self.user, self.password)
 
     def stop(self) -> None:
         """Close the listener and every session on the server's own loop (asyncio objects are
@@ -178,9 +183,10 @@ def free_port() -> int:
 class SshdServer:
     """OpenSSH's sshd on a free port with a temporary host key and configuration."""
 
-    def __init__(self, workdir: Path, read_only: bool = False) -> None:
+    def __init__(self, workdir: Path, read_only: bool = False, host_key_type: str = "ed25519"):
         self.workdir = workdir
         self.read_only = read_only
+        self.host_key_type = host_key_type
         self.user = getpass.getuser()
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -189,15 +195,15 @@ class SshdServer:
         binary = sshd_path()
         self.workdir.mkdir(parents=True, exist_ok=True)
         w = self.workdir
-        for name in ("host_ed25519", "client_ed25519"):
+        for name, kind in (("host_key", self.host_key_type), ("client_ed25519", "ed25519")):
             subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(w / name)], check=True
+                ["ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(w / name)], check=True
             )
         (w / "authorized_keys").write_text((w / "client_ed25519.pub").read_text())
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
         (w / "sshd_config").write_text(
-            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {w / 'host_ed25519'}\n"
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {w / 'host_key'}\n"
             f"PidFile {w / 'sshd.pid'}\nAuthorizedKeysFile {w / 'authorized_keys'}\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PubkeyAuthentication yes\nPermitRootLogin yes\nStrictModes no\nUsePAM no\n"
@@ -228,7 +234,7 @@ class SshdServer:
 
     def fingerprint(self) -> str:
         out = subprocess.run(
-            ["ssh-keygen", "-lf", str(self.workdir / "host_ed25519.pub")],
+            ["ssh-keygen", "-lf", str(self.workdir / "host_key.pub")],
             capture_output=True,
             text=True,
             check=True,

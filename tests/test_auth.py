@@ -59,10 +59,13 @@ def test_describe_token_error_without_a_known_code():
 def test_a_busy_sign_in_endpoint_is_retried(config, graph, monkeypatch):
     import fund_mail.graph.auth
 
-    monkeypatch.setattr(fund_mail.graph.auth, "THROTTLE_WAIT", 0.01)
     # msal replays a throttled answer for its Retry-After ("1" s here), so wait that out.
     graph.add_fault("throttle", target="token", times=1, retry_after="1")
-    monkeypatch.setattr(fund_mail.graph.auth, "THROTTLE_WAIT", 1.1)
+    monkeypatch.setattr(
+        fund_mail.graph.auth,
+        "TOKEN_ANSWERS",
+        dataclasses.replace(fund_mail.graph.auth.TOKEN_ANSWERS, backoff=1.1),
+    )
     assert TokenProvider(config).token()
     assert [r.status for r in graph.records("token")] == [429, 200]
 
@@ -73,14 +76,18 @@ def test_a_sign_in_endpoint_that_stays_down_is_a_run_failure_not_a_config_error(
     import fund_mail.graph.auth
     from fund_mail.errors import ExitCode, RunFailed
 
-    monkeypatch.setattr(fund_mail.graph.auth, "THROTTLE_WAIT", 0.01)
+    monkeypatch.setattr(
+        fund_mail.graph.auth,
+        "TOKEN_ANSWERS",
+        dataclasses.replace(fund_mail.graph.auth.TOKEN_ANSWERS, backoff=0.01),
+    )
     graph.add_fault("unavailable", target="token", times=None)
     with pytest.raises(RunFailed, match="temporarily unavailable") as caught:
         TokenProvider(config).token()
     assert caught.value.exit_code == ExitCode.RUN_FAILED
 
 
-def _certificate(tmp_path):
+def _certificate(tmp_path, days=30):
     """A self-signed certificate and key, as an app registration's uploaded certificate."""
     import base64
     import datetime as dt
@@ -101,7 +108,7 @@ def _certificate(tmp_path):
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
+        .not_valid_after(now + dt.timedelta(days=days))
         .sign(key, hashes.SHA256())
     )
     pem = tmp_path / "app.pem"

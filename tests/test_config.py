@@ -184,3 +184,88 @@ def test_imap_xoauth2_needs_the_app_registration(tmp_path):
         )
     )
     assert "CLIENT_SECRET is missing" in found
+
+
+def test_a_leading_tilde_is_expanded(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    config = config_from_values(good(tmp_path, DATA_DIR="~/fm", LOG_DIR="~/fm/logs"))
+    assert config.data_dir == tmp_path / "fm" and config.log_dir == tmp_path / "fm" / "logs"
+
+
+def test_the_longest_path_the_tool_writes_fits_the_budget():
+    from fund_mail.archive.fsutil import partial_path
+    from fund_mail.archive.rows import phy_file_name
+    from fund_mail.config import LONGEST_RELATIVE_PATH
+
+    name = phy_file_name("m", "a", "x.abcdefghij", "#microsoft.graph.fileAttachment")
+    deepest = partial_path(Path("2025_06_30") / "attach" / name)
+    import threading
+
+    pid_and_thread = len(f"{os.getpid()}{threading.get_ident()}")
+    worst = len(str(deepest)) - pid_and_thread + len(f"{2**32}{2**64}")  # the widest ones
+    assert worst <= LONGEST_RELATIVE_PATH
+
+
+def test_dollar_braces_are_kept_literally(tmp_path, monkeypatch):
+    """python-dotenv would replace ${ss} (even inside single quotes): the password must not
+    change behind the operator's back."""
+    monkeypatch.setenv("ss", "EXPANDED")
+    env = tmp_path / ".env"
+    lines = [f"{k}={v}" for k, v in good(tmp_path, HOST="sftp.example").items()]
+    for written in ("pa${ss}word", "'pa${ss}word'", '"pa${ss}word"'):
+        body = lines + ["SFTP_ID=u", "SFTP_BASE_DIR=/in", f"SFTP_PW={written}"]
+        env.write_text("\n".join(body) + "\n")
+        assert load_config(str(env)).sftp_password == "pa${ss}word"
+
+
+def test_alert_retention_and_service_keys(tmp_path):
+    config = config_from_values(
+        good(
+            tmp_path,
+            ALERT_TO=" ops@example.com, 운영팀@example.com ",
+            CLIENT_SECRET_EXPIRES="2026-03-31",
+            RETAIN_DAYS="90",
+            ALERT_SMTP_HOST="smtp.example.com",
+            ALERT_SMTP_USER="alerts@example.com",
+            ALERT_SMTP_PASSWORD="smtp-secret-1",
+        )
+    )
+    assert config.alert_to == ("ops@example.com", "운영팀@example.com")
+    assert str(config.client_secret_expires) == "2026-03-31"
+    assert (config.retain_days, config.interval_minutes, config.alert_repeat_hours) == (90, 5, 12)
+    assert "smtp-secret-1" in config.secrets() and "smtp-secret-1" not in repr(config)
+    defaults = config_from_values(good(tmp_path))
+    assert (defaults.alert_to, defaults.retain_days) == ((), None)
+
+
+def test_bad_alert_and_retention_keys_are_named_with_the_fix(tmp_path):
+    found = problems(
+        good(
+            tmp_path,
+            ALERT_TO="ops@example.com; boss",
+            CLIENT_SECRET_EXPIRES="31/03/2026",
+            RETAIN_DAYS="0",
+            ALERT_SMTP_HOST="smtp.example.com",
+            INTERVAL_MINUTES="five",
+        )
+    )
+    text = "\n".join(found)
+    assert (
+        "ALERT_TO: 'ops@example.com; boss' is not a mail address; separate addresses with commas"
+        in text
+    )
+    assert "CLIENT_SECRET_EXPIRES='31/03/2026' is not a date: use YYYY-MM-DD" in text
+    assert "RETAIN_DAYS=0 is out of range (expected 1 to 36500)" in text
+    assert "ALERT_SMTP_USER is missing" in text
+    assert "INTERVAL_MINUTES='five' is not a whole number" in text
+
+
+def test_the_sample_env_file_is_valid_once_filled_in(tmp_path):
+    sample = Path(__file__).resolve().parents[1] / ".env.sample"
+    from dotenv import dotenv_values
+
+    values = {k: v or "" for k, v in dotenv_values(sample).items()}
+    values.update(CLIENT_SECRET="x" * 10, DATA_DIR=str(tmp_path / "d"), LOG_DIR="")
+    config = config_from_values(values)
+    assert config.alert_to == () and config.retain_days is None

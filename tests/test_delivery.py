@@ -1,6 +1,8 @@
 """SFTP delivery against real servers on 127.0.0.1: asyncssh in-process and OpenSSH's sshd."""
 
 import dataclasses
+import socket
+import threading
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -9,6 +11,7 @@ import pytest
 
 from fund_mail.archive.index import ArchiveIndex
 from fund_mail.config import config_from_values
+from fund_mail.delivery import SFTP_CONNECT_ATTEMPTS
 from fund_mail.emulator import file_attachment
 from fund_mail.engine import deliver, run_once
 from fund_mail.errors import DeliveryError
@@ -38,6 +41,10 @@ def local_expected(config) -> dict[str, int]:
     files = {}
     for db in config.data_dir.glob("*/fm_*.db"):
         files[f"archive/{db.relative_to(config.data_dir).as_posix()}"] = db.stat().st_size
+    for manifest in config.data_dir.glob("*/manifest_*.json"):
+        files[f"archive/{manifest.relative_to(config.data_dir).as_posix()}"] = (
+            manifest.stat().st_size
+        )
     for attachment in config.data_dir.glob("*/attach/*"):
         files[f"archive/{attachment.relative_to(config.data_dir).as_posix()}"] = (
             attachment.stat().st_size
@@ -59,7 +66,9 @@ def test_happy_path_attachments_first_db_last(sftp_config, sftp_server, graph, n
     assert (report.delivered_dbs, report.delivered_files) == (1, 4)
     assert remote_files(sftp_server.root) == local_expected(sftp_config)
     completed = sftp_server.switches.uploads_completed
-    assert completed[-1].endswith(result.db_path.name), "the DB is renamed into place last"
+    data = [c for c in completed if "manifest_" not in c]
+    assert data[-1].endswith(result.db_path.name), "the DB is renamed into place last"
+    assert "manifest_" in completed[-1], "the day's manifest follows the files it lists"
     assert queued(sftp_config) == []
 
 
@@ -89,6 +98,52 @@ def test_server_down_for_several_runs_then_back(sftp_config, sftp_server, graph,
     assert max(finals.values()) == 1, "every file arrived once"
     dbs = [p for p in sftp_server.switches.uploads_completed if p.endswith(".db")]
     assert dbs == sorted(dbs), "oldest first"
+
+
+class HangUp:
+    """A TCP port that accepts connections and closes them before the SSH banner."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            connection.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        self.thread.join(10)
+
+
+def test_a_connection_that_fails_is_tried_again_then_reported(sftp_config, graph, now):
+    archive_some(sftp_config, graph, now)
+    hang_up = HangUp()
+    try:
+        with pytest.raises(DeliveryError, match="SFTP connection to 127.0.0.1") as caught:
+            deliver(dataclasses.replace(sftp_config, sftp_port=hang_up.port))
+    finally:
+        hang_up.close()
+    assert hang_up.accepted == SFTP_CONNECT_ATTEMPTS
+    assert "1 DB(s) with 4 file(s) still queued" in str(caught.value)
+
+
+def test_a_refused_host_key_is_not_tried_again(sftp_config, sftp_server, graph, now, tmp_path):
+    archive_some(sftp_config, graph, now)
+    stranger = dataclasses.replace(
+        sftp_config, sftp_host_key="", sftp_known_hosts=str(tmp_path / "empty_known_hosts")
+    )
+    with pytest.raises(DeliveryError, match="is not known"):
+        deliver(stranger)
+    assert sftp_server.switches.connections == 1
 
 
 def test_connection_dropped_mid_upload(sftp_config, sftp_server, graph, now):
@@ -231,9 +286,78 @@ def test_openssh_read_only_server_keeps_the_queue(graph, data_dir, tmp_path, now
         server.stop()
 
 
+@needs_sshd
+def test_ssh_rsa_known_hosts_line_from_the_hint_works(graph, data_dir, tmp_path, now):
+    """OpenSSH refuses SHA-1 signatures, and a known_hosts line says ssh-rsa for every RSA key:
+    the client must ask for rsa-sha2-512/256 as OpenSSH does. The line the tool prints for an
+    unknown host is the line that then works."""
+    server = SshdServer(tmp_path / "sshd-rsa", host_key_type="rsa").start()
+    try:
+        known_hosts = tmp_path / "known_hosts"
+        values = {**graph.env_values(data_dir), **server.env(tmp_path / "rsa-target")}
+        values.update(SFTP_HOST_KEY="", SFTP_KNOWN_HOSTS=str(known_hosts))
+        config = config_from_values(values)
+        archive_some(config, graph, now)
+        with pytest.raises(DeliveryError, match="is not known") as caught:
+            deliver(config)
+        line = next(x for x in str(caught.value).splitlines() if x.startswith("[127.0.0.1]"))
+        known_hosts.write_text(line + "\n")
+        assert deliver(config).delivered_dbs == 1
+    finally:
+        server.stop()
+
+
 def test_async_server_fixture_is_independent(tmp_path):
     server = AsyncSftpServer(tmp_path / "root").start()
     try:
         assert server.port > 0 and server.fingerprint.startswith("SHA256:")
     finally:
         server.stop()
+
+
+HOSTILE = [
+    ("../outside", "secret.txt"),
+    ("/etc", "passwd"),
+    ("c:/Windows", "win.ini"),
+    ("2025_06_30\\..\\..", "secret.txt"),
+    ("2025_06_30/attach", "../../../secret.txt"),
+    ("", "secret.txt"),
+]
+
+
+@pytest.mark.parametrize(("folder", "name"), HOSTILE)
+def test_paths_read_back_from_a_db_stay_inside_data_dir(
+    sftp_config, sftp_server, graph, now, tmp_path, folder, name
+):
+    """A DB edited (or forged) to name a file outside DATA_DIR: that DB is refused and
+    reported, nothing of it is sent; the DBs after it are still delivered."""
+    import sqlite3
+
+    (tmp_path / "secret.txt").write_text("not archive data")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret.txt").write_text("not archive data")
+    forged = archive_some(sftp_config, graph, now, count=1).db_path
+    with sqlite3.connect(forged) as conn:
+        conn.execute(
+            "UPDATE fund_mail_attach SET save_folder = ?, phy_file_name = ?", (folder, name)
+        )
+    conn.close()
+    good = archive_some(sftp_config, graph, now, count=1, offset=5).db_path
+    with pytest.raises(DeliveryError, match="points outside DATA_DIR: refused"):
+        deliver(sftp_config)
+    landed = remote_files(sftp_server.root)
+    assert not [p for p in landed if "secret" in p or forged.name in p]
+    assert any(p.endswith(good.name) for p in landed), "the next DB still goes"
+    assert queued(sftp_config) == [forged.relative_to(sftp_config.data_dir).as_posix()]
+
+
+def test_remote_sweep_removes_only_our_partials(sftp_config, sftp_server, graph, now):
+    result = archive_some(sftp_config, graph, now, count=1)
+    day = sftp_server.root / "archive" / result.db_path.parent.name
+    day.mkdir(parents=True)
+    ours, theirs = ".fm_x.db.0123abcd.part", [".notes.part", "report.part", ".a.db.xyz.part"]
+    for name in [ours, *theirs]:
+        (day / name).write_text("x")
+    deliver(sftp_config)
+    left = {p.name for p in day.iterdir()}
+    assert ours not in left and set(theirs) <= left

@@ -4,12 +4,15 @@ import re
 import sqlite3
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fund_mail.cli import once_parser, one_day_parser, pst_parser
+from fund_mail.alerts import Facts, Settings, evaluate, plan, render
+from fund_mail.archive.index import RunRecord
+from fund_mail.cli import once_parser, one_day_parser, pst_parser, service_parser
 from fund_mail.emulator import file_attachment, reference_attachment
 from fund_mail.engine import run_once
+from fund_mail.graph.auth import describe_token_error
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text("utf-8")
 
@@ -54,7 +57,7 @@ def test_example_queries_run_on_a_real_archive(config, graph, now):
 def test_every_documented_option_exists():
     options = {
         action
-        for parser in (once_parser(), one_day_parser(), pst_parser())
+        for parser in (once_parser(), one_day_parser(), pst_parser(), service_parser())
         for a in parser._actions
         for action in a.option_strings
     }
@@ -83,3 +86,40 @@ def test_the_documented_benchmark_command_runs():
     assert "PASS idle cycle (no new mail): 2 requests with the cached discovery answer" in (
         finished.stdout
     )
+
+
+README_AUTH_ERROR = describe_token_error(
+    {
+        "error": "invalid_client",
+        "error_description": "AADSTS7000222: The provided client secret keys for app "
+        "'66666666-7777-8888-9999-000000000000' are expired. Visit the Azure portal to create "
+        "new keys for your app.\r\nTrace ID: 0e2b",
+    }
+)
+README_ALERT_RUNS = [
+    RunRecord(f"2025-06-30T04:{m:02d}:00Z", f"2025-06-30T04:{m:02d}:02Z", 4, README_AUTH_ERROR)
+    for m in (25, 20, 15)
+] + [RunRecord("2025-06-30T04:10:00Z", "2025-06-30T04:10:04Z", 0, "")]
+
+
+def readme_alert_mail() -> str:
+    """The alert the README shows, produced by the code: three failed runs in a row."""
+    facts = Facts(README_ALERT_RUNS, "2025-06-30T04:10:04Z", "2025-06-01T00:00:00Z")
+    now = datetime(2025, 6, 30, 4, 25, 2, tzinfo=UTC)
+    conditions = evaluate(facts, Settings(), now)
+    (notice,) = plan({}, conditions, now, timedelta(hours=12))
+    subject, body = render(
+        notice,
+        mailbox="fund@example.com",
+        host="FUNDPC01",
+        last_success=facts.last_success,
+        tz_name="Asia/Seoul",
+        repeat_hours=12,
+    )
+    return f"Subject: {subject}\n\n{body}"
+
+
+def test_the_readme_shows_the_alert_mail_the_code_sends():
+    section = README.split("## When something goes wrong", 1)[1]
+    block = section.split("```text\n", 1)[1].split("```", 1)[0]
+    assert block == readme_alert_mail()

@@ -257,3 +257,27 @@ def test_pre_rendered_list_pages_are_the_same_bytes(graph, config, now):
     assert json.loads(first)["value"][0]["subject"] == "é"
     message.subject = "changed"  # a changed message is rendered again
     assert json.loads(page())["value"][0]["subject"] == "changed"
+
+
+def test_sendmail_answers_202_and_rejects_what_graph_rejects(graph, config):
+    token = TokenProvider(config).token()
+    url = f"{graph.url}/v1.0/users/{config.email_id}/sendMail"
+    headers = {"Authorization": f"Bearer {token}"}
+    message = {
+        "subject": "보고 report",
+        "body": {"contentType": "text", "content": "x"},
+        "toRecipients": [{"emailAddress": {"address": "ops@example.com"}}],
+    }
+    sent = requests.post(url, json={"message": message, "saveToSentItems": False},
+                         headers=headers, timeout=10)  # fmt: skip
+    assert (sent.status_code, sent.content) == (202, b"")
+    assert graph.sent_mail[0]["subject"] == "보고 report"
+    no_one = requests.post(url, json={"message": {**message, "toRecipients": []}},
+                           headers=headers, timeout=10)  # fmt: skip
+    assert no_one.status_code == 400
+    assert no_one.json()["error"]["code"] == "ErrorInvalidRecipients"
+    assert requests.post(url, json={"message": message}, timeout=10).status_code == 401
+    graph.allow_send = False
+    denied = requests.post(url, json={"message": message}, headers=headers, timeout=10)
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "ErrorAccessDenied"
+    assert len(graph.sent_mail) == 1

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from fund_mail import engine, engine_imap
+from fund_mail import engine_imap
 from fund_mail.archive.index import ArchiveIndex
 from fund_mail.config import config_from_values
 from fund_mail.errors import AuthError, RunFailed
@@ -65,7 +65,7 @@ def test_body_batches_bound_memory():
 # -- against Dovecot -------------------------------------------------------------------------
 def test_password_login_baseline_then_new_mail(imap_config, admin):
     admin.append("INBOX", message("before the baseline"))
-    first = engine.run_once(imap_config)
+    first = engine_imap.run_once(imap_config)
     assert first.baseline and first.db_path is None
     assert set(folder_states(imap_config)) == {"INBOX", "Sent", "Drafts"}
 
@@ -77,7 +77,7 @@ def test_password_login_baseline_then_new_mail(imap_config, admin):
     )
     admin.append("Sent", message("reply", sender="fund@example.com", to="kim@example.com"))
     admin.append("Drafts", message("unfinished"), flags=[b"\\Draft"])
-    result = engine.run_once(imap_config)
+    result = engine_imap.run_once(imap_config)
 
     rows = archived_rows(imap_config.data_dir)
     assert result.messages == 4 == len(rows)
@@ -98,9 +98,9 @@ def test_password_login_baseline_then_new_mail(imap_config, admin):
     assert result.attachments == 1
 
     # Nothing new: no DB; new mail again: only that one.
-    assert engine.run_once(imap_config).db_path is None
+    assert engine_imap.run_once(imap_config).db_path is None
     admin.append("INBOX", message("third"))
-    assert engine.run_once(imap_config).messages == 1
+    assert engine_imap.run_once(imap_config).messages == 1
     assert len(archived_rows(imap_config.data_dir)) == 5
 
 
@@ -117,9 +117,9 @@ def test_xoauth2_with_an_app_token(graph, dovecot, data_dir, admin):
         assert "INBOX" in {f.name for f in mailbox.folders()}
     assert dovecot.introspection.calls >= 1
     assert graph.records("token"), "the token came from the app registration's token endpoint"
-    engine.run_once(config)
+    engine_imap.run_once(config)
     admin.append("INBOX", message("over xoauth2"))
-    assert engine.run_once(config).messages == 1
+    assert engine_imap.run_once(config).messages == 1
 
 
 def test_a_refused_token_is_a_sign_in_error(graph, dovecot, data_dir):
@@ -139,18 +139,18 @@ def test_starttls(dovecot, data_dir, admin):
     config = config_from_values(
         imap_values(dovecot, data_dir, IMAP_PORT=str(dovecot.starttls_port), IMAP_TLS="starttls")
     )
-    engine.run_once(config)
+    engine_imap.run_once(config)
     admin.append("INBOX", message("over starttls"))
-    assert engine.run_once(config).messages == 1
+    assert engine_imap.run_once(config).messages == 1
 
 
 def test_uidvalidity_reset_resyncs_without_duplicates(imap_config, admin):
-    engine.run_once(imap_config)
+    engine_imap.run_once(imap_config)
     admin.create_folder("Funds")
     kept = [message(f"kept {i}", when=now()) for i in range(3)]
     for raw in kept:
         admin.append("Funds", raw)
-    assert engine.run_once(imap_config).messages == 3
+    assert engine_imap.run_once(imap_config).messages == 3
     validity_before = folder_states(imap_config)["Funds"][0]
 
     # The server rebuilds the folder: new UIDVALIDITY, UIDs from 1 again, so the new message
@@ -159,7 +159,7 @@ def test_uidvalidity_reset_resyncs_without_duplicates(imap_config, admin):
     admin.create_folder("Funds")
     admin.append("Funds", kept[0])
     admin.append("Funds", message("arrived during the rebuild"))
-    result = engine.run_once(imap_config)
+    result = engine_imap.run_once(imap_config)
 
     assert result.messages == 1
     subjects = sorted(r["subject"] for r in archived_rows(imap_config.data_dir))
@@ -168,17 +168,17 @@ def test_uidvalidity_reset_resyncs_without_duplicates(imap_config, admin):
 
 
 def test_a_message_moved_to_another_folder_is_not_archived_again(imap_config, admin):
-    engine.run_once(imap_config)
+    engine_imap.run_once(imap_config)
     admin.append("INBOX", message("to be filed"))
-    assert engine.run_once(imap_config).messages == 1
+    assert engine_imap.run_once(imap_config).messages == 1
     admin.create_folder("Filed")
     admin.select_folder("INBOX")
     admin.move(admin.search(["ALL"]), "Filed")
-    assert engine.run_once(imap_config).db_path is None
+    assert engine_imap.run_once(imap_config).db_path is None
 
 
 def test_deletion_mid_sync(imap_config, admin, monkeypatch):
-    engine.run_once(imap_config)
+    engine_imap.run_once(imap_config)
     for i in range(3):
         admin.append("INBOX", message(f"m{i}"))
     admin.select_folder("INBOX")
@@ -194,15 +194,15 @@ def test_deletion_mid_sync(imap_config, admin, monkeypatch):
         return real_bodies(self, uids)
 
     monkeypatch.setattr(ImapMailbox, "bodies", bodies_after_a_deletion)
-    result = engine.run_once(imap_config)
+    result = engine_imap.run_once(imap_config)
     assert result.messages == 2
     assert sorted(r["subject"] for r in archived_rows(imap_config.data_dir)) == ["m0", "m2"]
     monkeypatch.setattr(ImapMailbox, "bodies", real_bodies)
-    assert engine.run_once(imap_config).db_path is None
+    assert engine_imap.run_once(imap_config).db_path is None
 
 
 def test_a_failure_publishes_nothing_and_keeps_the_folder_state(imap_config, admin, monkeypatch):
-    engine.run_once(imap_config)
+    engine_imap.run_once(imap_config)
     admin.append("INBOX", message("survives a failed run"))
     before = folder_states(imap_config)
 
@@ -213,12 +213,12 @@ def test_a_failure_publishes_nothing_and_keeps_the_folder_state(imap_config, adm
 
     monkeypatch.setattr(ImapMailbox, "bodies", broken)
     with pytest.raises(OSError):
-        engine.run_once(imap_config)
+        engine_imap.run_once(imap_config)
     assert folder_states(imap_config) == before
     assert not list(imap_config.data_dir.glob("*/*.db"))
     assert not list(imap_config.data_dir.glob("*/.once-*"))
     monkeypatch.setattr(ImapMailbox, "bodies", real_bodies)
-    assert engine.run_once(imap_config).messages == 1
+    assert engine_imap.run_once(imap_config).messages == 1
 
 
 def test_one_day_over_imap(imap_config, admin):
@@ -232,7 +232,7 @@ def test_one_day_over_imap(imap_config, admin):
     admin.append(
         "INBOX", message("the day after"), msg_time=datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
     )
-    result = engine.run_day(imap_config, day)
+    result = engine_imap.run_day(imap_config, day)
     assert result.messages == 2
     assert result.db_path.parent.name == "2026_03_02"
     with sqlite3.connect(result.db_path) as conn:
@@ -246,7 +246,7 @@ def test_audit_finds_and_repairs_gaps_over_imap(imap_config, admin):
     day = date(2026, 3, 4)
     noon = datetime(2026, 3, 4, 3, 0, tzinfo=UTC)  # 12:00 in Asia/Seoul
     admin.append("INBOX", message("archived by the backfill"), msg_time=noon)
-    assert engine.run_day(imap_config, day).messages == 1
+    assert engine_imap.run_day(imap_config, day).messages == 1
     # Filed elsewhere since: a new UID in another folder, but the same message.
     admin.create_folder("Filed")
     admin.select_folder("INBOX")
@@ -255,29 +255,29 @@ def test_audit_finds_and_repairs_gaps_over_imap(imap_config, admin):
     admin.append("Sent", message("missed 2"), msg_time=noon + timedelta(minutes=2))
     admin.append("INBOX", message("another day"), msg_time=noon + timedelta(days=1))
 
-    dry = engine.run_audit(imap_config, [day], dry_run=True)
+    dry = engine_imap.run_audit(imap_config, [day], dry_run=True)
     [counts] = [a.counts for a in dry.audits]
     assert (counts.in_mailbox, counts.archived, counts.missing, counts.repaired) == (3, 1, 2, 0)
     assert dry.gaps == [day]
     assert len(archived_rows(imap_config.data_dir)) == 1, "a dry run changes nothing"
 
-    repaired = engine.run_audit(imap_config, [day])
+    repaired = engine_imap.run_audit(imap_config, [day])
     [audit] = repaired.audits
     assert audit.complete and audit.counts.repaired == 2
     assert audit.result.db_path.parent.name == "2026_03_04"
     subjects = sorted(r["subject"] for r in archived_rows(imap_config.data_dir))
     assert subjects == ["archived by the backfill", "missed 1", "missed 2"]
 
-    again = engine.run_audit(imap_config, [day])
+    again = engine_imap.run_audit(imap_config, [day])
     assert again.audits[0].counts.missing == 0 and again.total.db_path is None
 
 
 def test_a_long_catch_up_publishes_every_publish_every_messages(dovecot, data_dir, admin):
     config = config_from_values(imap_values(dovecot, data_dir, PUBLISH_EVERY="2"))
-    engine.run_once(config)
+    engine_imap.run_once(config)
     for i in range(5):
         admin.append("INBOX", message(f"c{i}"))
-    result = engine.run_once(config)
+    result = engine_imap.run_once(config)
     assert result.messages == 5 and len(result.db_paths) == 3
     assert sorted(r["subject"] for r in archived_rows(data_dir)) == [f"c{i}" for i in range(5)]
 
@@ -287,12 +287,12 @@ def test_since_archives_every_folder_from_then_without_duplicates(imap_config, a
     admin.append("INBOX", message("too old"), msg_time=t0 - timedelta(days=3))
     admin.append("INBOX", message("recent"), msg_time=t0 - timedelta(hours=2))
     admin.append("Sent", message("sent recently"), msg_time=t0 - timedelta(hours=1))
-    result = engine.run_once(imap_config, since=t0 - timedelta(days=1))
+    result = engine_imap.run_once(imap_config, since=t0 - timedelta(days=1))
     assert result.messages == 2 and not result.baseline
-    assert engine.run_once(imap_config, since=t0 - timedelta(days=1)).db_path is None
+    assert engine_imap.run_once(imap_config, since=t0 - timedelta(days=1)).db_path is None
     # It also took the baseline: the next plain run only archives new mail.
     admin.append("INBOX", message("new"))
-    assert engine.run_once(imap_config).messages == 1
+    assert engine_imap.run_once(imap_config).messages == 1
     subjects = sorted(r["subject"] for r in archived_rows(imap_config.data_dir))
     assert subjects == ["new", "recent", "sent recently"]
 
@@ -302,4 +302,4 @@ def test_an_unreachable_server_fails_the_run(data_dir, dovecot):
 
     config = config_from_values(imap_values(dovecot, data_dir, IMAP_PORT=str(free_port())))
     with pytest.raises(RunFailed, match="Could not reach the IMAP server"):
-        engine.run_once(config)
+        engine_imap.run_once(config)

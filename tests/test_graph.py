@@ -3,6 +3,7 @@
 import dataclasses
 import itertools
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,6 @@ from fund_mail.errors import AccessDeniedError, GraphError
 from fund_mail.graph.auth import TokenProvider
 from fund_mail.graph.client import GraphClient, read_ahead
 from fund_mail.graph.paging import Window
-from fund_mail.graph.retry import GraphRetry
 
 LIST_WINDOW = Window(datetime(2000, 1, 1, tzinfo=UTC))
 
@@ -24,11 +24,6 @@ def client(config):
 
 def all_messages(client, page_size=1000):
     return [m for page in client.fetch_message_pages(LIST_WINDOW, page_size) for m in page]
-
-
-def test_fractional_retry_after_is_parsed():
-    assert GraphRetry().parse_retry_after("2.128") == pytest.approx(2.128)
-    assert GraphRetry().parse_retry_after("3") == 3
 
 
 def test_429_waits_at_least_retry_after(client, graph, now):
@@ -219,3 +214,60 @@ def test_read_ahead_over_the_client_fetches_each_page_once(client, graph, now):
     assert sum(len(page) for page in pages) == 30
     lists = graph.records("list")
     assert len(lists) == 5 and all(r.status == 200 for r in lists)
+
+
+class SlowCount(int):
+    """An int whose addition lets other threads run mid-way, as a free-threaded build or a
+    busier process would: an unlocked `count += 1` then loses increments."""
+
+    def __add__(self, other):
+        time.sleep(0)
+        return SlowCount(int(self) + other)
+
+
+def test_request_count_is_exact_with_many_threads(config, monkeypatch):
+    """Every request is counted once, whichever thread sends it."""
+
+    class Answer:
+        status_code = 200
+        url = "https://graph.example/v1.0/users/x/messages"
+        headers: dict = {}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def iter_content(self, size):
+            yield b"{}"
+
+        def json(self):
+            return {}
+
+    class Transport:
+        def get(self, *args, **kwargs):
+            return Answer()
+
+    class Tokens:
+        def token(self, force_refresh=False):
+            return "t"
+
+        bearer = token  # the client asks for the cached string
+
+    client = GraphClient(config, Tokens(), backoff=0.01)
+    monkeypatch.setattr(client, "_session", Transport)
+    monkeypatch.setattr(client, "_requests_made", SlowCount(0))
+    start = threading.Barrier(8)
+
+    def send_many():
+        start.wait()
+        for _ in range(500):
+            client.get_json(f"{client.mailbox_url}/messages")
+
+    threads = [threading.Thread(target=send_many) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert client.requests_made == 8 * 500

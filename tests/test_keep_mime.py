@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
+from fund_mail import engine_imap
 from fund_mail.archive.rows import SOURCE_MESSAGE_NAME, source_message_file_name
 from fund_mail.config import config_from_values
 from fund_mail.emulator import file_attachment
@@ -77,13 +78,13 @@ def test_graph_one_day_keeps_mime_too(config, graph, now):
 
 def test_imap_keeps_the_fetched_rfc822(dovecot, data_dir):
     config = config_from_values(imap_values(dovecot, data_dir, KEEP_MIME="1"))
-    run_once(config)
+    engine_imap.run_once(config)
     raw = raw_subject_message(KOREAN.encode("euc-kr"), "euc-kr")
     admin = admin_client(dovecot)
     try:
         admin.append("INBOX", raw)
     finally:
         admin.logout()
-    assert run_once(config).attachments == 1
+    assert engine_imap.run_once(config).attachments == 1
     kept = attach_files(config.data_dir)[SOURCE_MESSAGE_NAME]
     assert kept.replace(b"\r\n", b"\n") == raw.replace(b"\r\n", b"\n")

@@ -85,12 +85,13 @@ def test_the_same_day_twice_gives_a_second_complete_db_and_no_duplicate_files(co
     assert len(list((config.data_dir / "2025_06_30" / "attach").iterdir())) == 1
 
 
-def test_one_day_leaves_the_cursor_alone(config, graph, now):
-    graph.mailbox.add_message(now - timedelta(hours=1))
+def test_one_day_leaves_the_cursor_alone(config, graph):
+    # Fixed times on a fixed day: the test never depends on what day it is in TIMEZONE.
+    graph.mailbox.add_message(at_kst(config, DAY, 9))
     run_once(config)
     state = (config.data_dir / "LAST_TIME.json").read_bytes()
-    new = graph.mailbox.add_message(now)
-    run_day(config, now.astimezone(config.tz).date())
+    new = graph.mailbox.add_message(at_kst(config, DAY, 10))
+    run_day(config, DAY)
     assert (config.data_dir / "LAST_TIME.json").read_bytes() == state
     # fund_mail_once moves past the new message without archiving it a second time.
     assert run_once(config).messages == 0

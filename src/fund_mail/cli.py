@@ -9,8 +9,10 @@ import re
 import sys
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
+from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
+from fund_mail.archive.fsutil import private_files
 from fund_mail.config import Config, load_config
 from fund_mail.errors import (
     ExitCode,
@@ -19,7 +21,7 @@ from fund_mail.errors import (
     RunFailed,
     UsageError,
 )
-from fund_mail.logs import REDACTOR, label, setup_logging
+from fund_mail.logs import REDACTOR, ensure_console, label, setup_logging
 from fund_mail.version import __version__
 
 if TYPE_CHECKING:
@@ -31,7 +33,7 @@ log = logging.getLogger("fund_mail.cli")
 EXIT_CODES_HELP = (
     "Exit codes: 0 ok, 1 run or upload failed, 2 configuration or arguments, 3 locked, "
     "4 sign-in, 5 mailbox access denied, 6 state file unreadable, 7 the archive is incomplete "
-    "(an audit --dry-run found gaps)."
+    "or altered (an audit --dry-run found gaps, or --verify found damage)."
 )
 
 
@@ -63,34 +65,41 @@ def once_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     _common(parser)
-    parser.add_argument(
+    # One mode per run: argparse refuses two of them with "argument X: not allowed with Y".
+    modes = parser.add_argument_group("modes (at most one)").add_mutually_exclusive_group()
+    modes.add_argument(
         "--since",
         metavar="DATETIME",
         help="archive everything received since then (e.g. 2025-06-30T09:00, in TIMEZONE "
         "unless it has an offset); mail already archived is skipped",
     )
-    parser.add_argument(
+    modes.add_argument(
         "--upload-only",
         action="store_true",
         help="deliver the queued archives to the SFTP server without fetching mail",
     )
-    parser.add_argument(
+    modes.add_argument(
         "--check",
         action="store_true",
         help="check .env, sign-in, mailbox access and SFTP; print a checklist; change nothing",
     )
-    parser.add_argument(
+    modes.add_argument(
         "--status",
         action="store_true",
         help="show the last run, the cursor, today's count, the upload queue and the last error",
     )
-    parser.add_argument(
+    modes.add_argument(
         "--print-task-xml",
         nargs="?",
         const="-",
         metavar="PATH",
         help="print the Task Scheduler XML for the 5-minute task (or write it to PATH, in "
         "UTF-16 as schtasks wants) and the schtasks command that imports it",
+    )
+    modes.add_argument(
+        "--demo",
+        action="store_true",
+        help="run the real pipeline against the built-in Graph emulator",
     )
     parser.add_argument(
         "--install-dir",
@@ -99,31 +108,73 @@ def once_parser() -> argparse.ArgumentParser:
         help="with --print-task-xml: the folder holding fund_mail_once.exe (default c:\\fund_mail)",
     )
     parser.add_argument(
-        "--demo",
+        "--task-user",
+        default="",
+        metavar="DOMAIN\\USER",
+        help="with --print-task-xml: the account that runs the task (default: you)",
+    )
+    parser.add_argument(
+        "--task-logon",
+        choices=("password", "s4u"),
+        default="password",
+        help="with --print-task-xml: password (stored with the task; network shares work) or "
+        "s4u (no password stored; local folders only). See INSTALL.md step 4",
+    )
+    parser.add_argument(
+        "--verify",
         action="store_true",
-        help="run the real pipeline against the built-in Graph emulator",
+        help="check the day folders against the manifest chain: every missing, extra or "
+        "altered file and any break in the chain; exit 7 when the archive is not intact",
+    )
+    parser.add_argument(
+        "--from", dest="date_from", metavar="YYYY-MM-DD", help="with --verify: the first day"
+    )
+    parser.add_argument(
+        "--to", dest="date_to", metavar="YYYY-MM-DD", help="with --verify: the last day"
+    )
+    parser.add_argument(
+        "--remote",
+        action="store_true",
+        help="with --verify: check the copies on the SFTP server instead of the local ones",
+    )
+    parser.add_argument(
+        "--test-alert",
+        action="store_true",
+        help="send a test alert mail to ALERT_TO and report the result",
     )
     return parser
 
 
 def print_task_xml(args: argparse.Namespace) -> int:
-    from fund_mail.admin.schtasks import schtasks_command, task_xml, write_task_xml
+    from fund_mail.admin.schtasks import current_user, schtasks_command, task_xml, write_task_xml
 
-    user = "%USERDOMAIN%\\%USERNAME%"
+    user, logon = args.task_user or current_user(), args.task_logon
     if args.print_task_xml == "-":
         target = args.install_dir.rstrip("\\/") + "\\fund_mail_once_task.xml"
-        print(task_xml(args.install_dir, user), end="")
+        print(task_xml(args.install_dir, user, logon), end="")
         # The hint goes to stderr so that stdout stays a clean XML document.
         print(
             f"To import: fund_mail_once --print-task-xml {target}\n"
-            f"then, in an administrator console: {schtasks_command(target, user)}",
+            f"then, in an administrator console: {schtasks_command(target, user, logon)}",
             file=sys.stderr,
         )
     else:
-        write_task_xml(args.print_task_xml, args.install_dir, user)
+        write_task_xml(args.print_task_xml, args.install_dir, user, logon)
         print(f"Wrote {args.print_task_xml}. Import it in an administrator console with:")
-        print(f"  {schtasks_command(args.print_task_xml, user)}")
+        print(f"  {schtasks_command(args.print_task_xml, user, logon)}")
     return int(ExitCode.OK)
+
+
+def source_engine(config: Config) -> ModuleType:
+    """The engine of the configured source: Graph (engine), or IMAP (engine_imap, built on it).
+    Both offer run_once, run_day and run_audit with the same arguments."""
+    if config.mail_source == "imap":
+        from fund_mail import engine_imap
+
+        return engine_imap
+    from fund_mail import engine
+
+    return engine
 
 
 def _say(line: str) -> None:
@@ -240,8 +291,38 @@ def _check(args: argparse.Namespace) -> int:
     return exit_code(checks)
 
 
+def _usage(message: str) -> int:
+    setup_logging(None)
+    log.error("%s", UsageError(message))
+    return int(ExitCode.CONFIG)
+
+
+def _verify(config: Config, args: argparse.Namespace) -> int:
+    from fund_mail.admin.verify import verify_archive
+
+    first = parse_day(args.date_from, "--from") if args.date_from else None
+    last = parse_day(args.date_to, "--to") if args.date_to else None
+    if first and last and first > last:
+        raise UsageError(f"--from {first} is after --to {last}: swap them")
+    result, where = verify_archive(config, args.remote, first, last)
+    print(result.render(where))
+    return int(ExitCode.OK) if result.intact else int(ExitCode.INCOMPLETE)
+
+
+def _test_alert(config: Config) -> int:
+    from fund_mail.alerts import send_test_alert
+
+    print(send_test_alert(config))
+    return int(ExitCode.OK)
+
+
 def once_main(argv: list[str] | None = None) -> int:
-    args = once_parser().parse_args(argv)
+    ensure_console()
+    private_files()
+    parser = once_parser()
+    args = parser.parse_args(argv)
+    if args.upload_only and args.no_upload:
+        parser.error("argument --no-upload: not allowed with argument --upload-only")
     if args.demo:
         from fund_mail.admin.demo import run_demo
 
@@ -252,30 +333,50 @@ def once_main(argv: list[str] | None = None) -> int:
         return _check(args)
     if args.status:
         return _run("fund_mail_once", args, _status, log_to_file=False, per_mailbox=False)
+    if (args.date_from or args.date_to or args.remote) and not args.verify:
+        return _usage("--from, --to and --remote go with --verify")
+    if args.verify:
+        return _run("fund_mail_once", args, lambda config: _verify(config, args), False)
+    if args.test_alert:
+        return _run("fund_mail_once", args, _test_alert, log_to_file=False)
 
     def work(config: Config) -> int:
         from fund_mail.archive.rows import parse_datetime_arg
-        from fund_mail.engine import run_once
+        from fund_mail.engine import retain
 
         since = None
         if args.since:
             try:
                 since = parse_datetime_arg(args.since, config.tz)
-            except ValueError as e:
+            except (ValueError, OverflowError) as e:
                 raise UsageError(
                     f"--since {args.since!r} is not a date or date-time such as 2025-06-30 or "
                     "2025-06-30T09:00"
                 ) from e
+            if since > datetime.now(config.tz):
+                raise UsageError(
+                    f"--since {args.since!r} is in the future (now is "
+                    f"{datetime.now(config.tz):%Y-%m-%d %H:%M} in TIMEZONE): nothing after it "
+                    "has arrived yet; pick a time up to now"
+                )
 
         def body() -> RunResult | None:
             result = None
             if not args.upload_only:
-                result = run_once(config, since=since)
+                result = source_engine(config).run_once(config, since=since)
                 _say(result.summary("fund_mail_once"))
             deliver_after("fund_mail_once", config, args, result)
+            retained = retain(config)
+            if retained and retained.removed:
+                _say(f"fund_mail_once: removed {len(retained.removed)} delivered day(s) locally")
             return result
 
-        return _recorded("fund_mail_once", config, body)
+        try:
+            return _recorded("fund_mail_once", config, body)
+        finally:
+            from fund_mail.alerts import check_and_notify
+
+            check_and_notify(config)
 
     return _run("fund_mail_once", args, work)
 
@@ -397,6 +498,8 @@ class _Progress:
 
 
 def one_day_main(argv: list[str] | None = None) -> int:
+    ensure_console()
+    private_files()
     parser = one_day_parser()
     args = parser.parse_args(argv)
     if args.dry_run and not args.audit:
@@ -411,7 +514,7 @@ def one_day_main(argv: list[str] | None = None) -> int:
 
 
 def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) -> RunResult:
-    from fund_mail.engine import range_failure, run_days
+    from fund_mail.engine import range_failure, run_days, run_range
 
     progress = _Progress(days)
     delivery_errors: list[FundMailError] = []
@@ -426,9 +529,20 @@ def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) ->
                 log.error("%s", e)
                 delivery_errors.append(e)  # keep archiving; the outbox keeps the rest
 
+    def imap_day(day: date) -> RunResult:
+        return source_engine(config).run_day(
+            config, day, on_page=lambda count: progress.page(count, day)
+        )
+
     try:
-        # One job for the whole range: a killed range resumes where it stopped.
-        outcome = run_days(config, days, on_page=progress.page, on_day=after, resume=len(days) > 1)
+        if config.mail_source == "imap":
+            # IMAP has no list pages to share: its days run one after another.
+            outcome = run_range(days, imap_day, lambda day, result: "", after)
+        else:
+            # One job for the whole range: a killed range resumes where it stopped.
+            outcome = run_days(
+                config, days, on_page=progress.page, on_day=after, resume=len(days) > 1
+            )
     finally:
         progress.close()
     if len(days) > 1:
@@ -449,7 +563,9 @@ def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) ->
 
 def _audit_days(config: Config, args: argparse.Namespace, days: list[date]) -> RunResult:
     """--audit: one line per day; exit 0 complete, 1 a repair failed, 7 gaps in a dry run."""
-    from fund_mail.engine import DayAudit, run_audit
+    from fund_mail.engine import DayAudit
+
+    run_audit = source_engine(config).run_audit
 
     progress = _Progress(days)
 
@@ -514,6 +630,8 @@ def pst_parser() -> argparse.ArgumentParser:
 
 
 def pst_main(argv: list[str] | None = None) -> int:
+    ensure_console()
+    private_files()
     from pathlib import Path
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -541,8 +659,13 @@ def pst_main(argv: list[str] | None = None) -> int:
             if sys.stderr.isatty():
                 from tqdm import tqdm
 
-                bar = tqdm(total=total, unit="item", file=sys.stderr)
-                return lambda: bar.update(1)
+                created = tqdm(total=total, unit="item", file=sys.stderr)
+                bar = created
+
+                def advance() -> None:
+                    created.update(1)
+
+                return advance
             seen = [0]
 
             def tick() -> None:
@@ -564,17 +687,124 @@ def pst_main(argv: list[str] | None = None) -> int:
         return int(e.exit_code)
 
 
+SERVICE_COMMANDS = (
+    "run",
+    "cycle",
+    "install",
+    "update",
+    "remove",
+    "start",
+    "stop",
+    "restart",
+    "status",
+)
+
+
+def service_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fund_mail_service",
+        description="Run fund_mail_once's cycle every INTERVAL_MINUTES as a long-running "
+        "service, each cycle in a child process limited to CYCLE_TIMEOUT_MINUTES. "
+        "`run` keeps it in the foreground (systemd, or a console); on Windows, install|start|"
+        "stop|remove|status control the Windows service.",
+        epilog=EXIT_CODES_HELP,
+    )
+    parser.add_argument("command", choices=SERVICE_COMMANDS, help="what to do")
+    parser.add_argument(
+        "--env-file", metavar="PATH", help="the .env to use (default: next to the program)"
+    )
+    _verbosity(parser)
+    return parser
+
+
+def service_main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else argv
+    if not raw and sys.platform == "win32":
+        # Started by the Windows service manager: no arguments at all.
+        return _windows_service([sys.argv[0]])
+    args = service_parser().parse_args(raw)
+    if args.command == "cycle":
+        # One cycle in the child process: exactly fund_mail_once.
+        options = ["--env-file", args.env_file] if args.env_file else []
+        return once_main(options + (["-v"] if args.verbose else ["-q"] if args.quiet else []))
+    if args.command == "run":
+        return _run("fund_mail_service", args, lambda config: _serve_foreground(config, args))
+    if sys.platform != "win32":
+        return _usage(
+            f"fund_mail_service {args.command} controls the Windows service; on Linux run "
+            "`fund_mail_service run` under systemd (see fund_mail_service.service)"
+        )
+    return _windows_service([sys.argv[0], *raw])
+
+
+def _serve_foreground(config: Config, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from fund_mail.service import serve
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        log.info("Signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    serve(config, args.env_file, stop)
+    return int(ExitCode.OK)
+
+
+def _windows_service(argv: list[str]) -> int:
+    import threading
+
+    from fund_mail import winservice
+
+    def work(stop: threading.Event) -> None:
+        try:
+            config = load_config(None)
+            REDACTOR.add(*config.secrets())
+            setup_logging(config.log_dir, name="fund_mail_service")
+        except FundMailError as e:
+            log.error("%s", e)
+            return
+        from fund_mail.service import serve
+
+        serve(config, None, stop)
+
+    return winservice.handle(argv, work)  # pyright: ignore[reportAttributeAccessIssue]
+
+
 ENTRY_POINTS = {
     "fund_mail_once": once_main,
     "fund_mail_one_day": one_day_main,
     "fund_mail_pst": pst_main,
+    "fund_mail_service": service_main,
 }
+
+
+def program_command(argv0: str) -> str | None:
+    """The command a program's file name names, case-insensitively, also for a renamed copy
+    such as "fund_mail_once (1).exe" or "Fund_Mail_One_Day - Copy.exe"; None when unclear."""
+    name = re.split(r"[\\/]", argv0)[-1].lower().removesuffix(".exe")
+    for command in ENTRY_POINTS:
+        if re.match(rf"{command}(?![a-z0-9_])", name):
+            return command
+    return None
 
 
 def main_for_program() -> int:
     """The PyInstaller executables run this file; the program's own name picks the command."""
-    name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
-    return ENTRY_POINTS.get(name, once_main)()
+    command = program_command(sys.argv[0])
+    if command is None:
+        ensure_console()
+        print(
+            f"fund_mail: cannot tell which command {sys.argv[0]!r} is from its name: rename it "
+            "to fund_mail_once.exe, fund_mail_one_day.exe or fund_mail_pst.exe",
+            file=sys.stderr,
+        )
+        return int(ExitCode.CONFIG)
+    return ENTRY_POINTS[command]()
 
 
 def leave(code: int) -> NoReturn:

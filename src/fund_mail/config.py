@@ -10,17 +10,15 @@ import posixpath
 import re
 import sys
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fund_mail.errors import ConfigError
 
-ADDRESS_RE = re.compile(r"[^@\s/]+@[^@\s/]+\.[^@\s/]+")
+ADDRESS_RE = re.compile(r"[^@\s/,]+@[^@\s/,]+\.[^@\s/,]+")
 GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-SECRET_KEYS = (
-    "CLIENT_SECRET", "CLIENT_CERT_PASSWORD", "SFTP_PW", "SFTP_KEY_PASSPHRASE", "IMAP_PASSWORD",
-)  # fmt: skip
 SOURCES = ("graph", "imap")
 IMAP_TLS_MODES = ("ssl", "starttls")
 # The resource Exchange Online's IMAP accepts app-only tokens for (IMAP.AccessAsApp).
@@ -49,6 +47,8 @@ class Config:
     http_timeout: float = 60.0
     max_concurrency: int = 4
     retry_backoff: float = 1.0
+    # REQUESTS_CA_BUNDLE from .env: passed to the HTTPS sessions (it wins over the environment).
+    ca_bundle: str = ""
     sftp_host: str = ""
     sftp_port: int = 22
     sftp_user: str = ""
@@ -59,6 +59,21 @@ class Config:
     sftp_host_key: str = ""
     sftp_known_hosts: str = ""
     sftp_timeout: float = 30.0
+    # Alerts (empty alert_to: no alert mail)
+    alert_to: tuple[str, ...] = ()
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = 587
+    alert_smtp_user: str = ""
+    alert_smtp_password: str = field(default="", repr=False)
+    alert_from: str = ""
+    alert_after_failures: int = 3
+    alert_stale_minutes: int = 60
+    alert_repeat_hours: int = 12
+    client_secret_expires: date | None = None
+    # Local retention (None: keep forever) and the service schedule
+    retain_days: int | None = None
+    interval_minutes: int = 5
+    cycle_timeout_minutes: int = 60
     source: str = ""
     # SOURCE=imap reads the mailbox over IMAP instead of Graph (see fund_mail.imap).
     mail_source: str = "graph"
@@ -104,6 +119,7 @@ class Config:
         """Values that must never reach a log line or an error message."""
         values = [self.client_secret, self.client_cert_password]
         values += [self.sftp_password, self.sftp_key_passphrase, self.imap_password]
+        values += [self.alert_smtp_password]
         return [v for v in values if v]
 
 
@@ -143,6 +159,8 @@ def find_env_file(explicit: str | None) -> Path:
 def load_config(explicit_env_file: str | None = None) -> Config:
     path = find_env_file(explicit_env_file)
     try:
+        # interpolate=False: python-dotenv would replace ${...} even inside single quotes, so a
+        # password holding one would silently change. Values are taken literally.
         values = {k: (v or "").strip() for k, v in _dotenv_values(path).items()}
     except (UnicodeDecodeError, OSError) as e:
         raise ConfigError(
@@ -152,7 +170,20 @@ def load_config(explicit_env_file: str | None = None) -> Config:
     return config_from_values(values, source=str(path))
 
 
-def _int(values: dict, key: str, default: int, lo: int, hi: int, problems: list[str]) -> int:
+# -- validators: each reads one key (or one kind of key) and appends what is wrong -------------
+Problems = list[str]
+PATH_KEYS = (
+    "DATA_DIR", "LOG_DIR", "CLIENT_CERT_PATH", "SFTP_KEY_FILE", "SFTP_KNOWN_HOSTS",
+    "REQUESTS_CA_BUNDLE",
+)  # fmt: skip
+# Windows' MAX_PATH is 260 characters including the terminating NUL. The longest path the tool
+# writes below DATA_DIR is yyyy_mm_dd/attach/ plus a partial attachment file
+# (.<20 hex + extension>.<pid>-<thread id>.fmpart): under 100 characters.
+MAX_PATH = 259
+LONGEST_RELATIVE_PATH = 100
+
+
+def _int(values: dict, key: str, default: int, lo: int, hi: int, problems: Problems) -> int:
     raw = values.get(key, "")
     if raw == "":
         return default
@@ -166,7 +197,9 @@ def _int(values: dict, key: str, default: int, lo: int, hi: int, problems: list[
     return number
 
 
-def _float(values: dict, key: str, default: float, lo: float, hi: float, problems: list[str]):
+def _float(
+    values: dict, key: str, default: float, lo: float, hi: float, problems: Problems
+) -> float:
     raw = values.get(key, "")
     if raw == "":
         return default
@@ -180,12 +213,76 @@ def _float(values: dict, key: str, default: float, lo: float, hi: float, problem
     return number
 
 
-def _https_url(values: dict, key: str, default: str, problems: list[str]) -> str:
+def _https_url(values: dict, key: str, default: str, problems: Problems) -> str:
     url = (values.get(key) or default).rstrip("/")
     parsed = urlparse(url)
     if parsed.scheme != "https" or not parsed.netloc:
         problems.append(f"{key}={url!r} must be an https:// URL such as {default}")
     return url
+
+
+def _required(values: dict, key: str, hint: str, problems: Problems) -> str:
+    value = values.get(key, "")
+    if not value:
+        problems.append(f"{key} is missing: {hint}")
+    return value
+
+
+def _email_id(values: dict, problems: Problems) -> str:
+    email_id = _required(
+        values, "EMAIL_ID", "the mailbox to archive, e.g. fund@example.com", problems
+    )
+    if email_id and not ADDRESS_RE.fullmatch(email_id):
+        problems.append(f"EMAIL_ID={email_id!r} is not a mailbox address like fund@example.com")
+    return email_id
+
+
+def _tenant_id(values: dict, problems: Problems, needed: bool = True) -> str:
+    hint = "the Entra tenant id (Overview page of the app registration)"
+    tenant_id = _required(values, "TENANT_ID", hint, problems if needed else [])
+    if tenant_id and not re.fullmatch(r"[A-Za-z0-9.\-]+", tenant_id):
+        problems.append(f"TENANT_ID={tenant_id!r} must be a GUID or a domain name")
+    return tenant_id
+
+
+def _client_id(values: dict, problems: Problems, needed: bool = True) -> str:
+    hint = "the application (client) id of the app registration"
+    client_id = _required(values, "CLIENT_ID", hint, problems if needed else [])
+    if client_id and not GUID_RE.match(client_id):
+        problems.append(
+            f"CLIENT_ID={client_id!r} is not a GUID like 00000000-0000-0000-0000-000000000000"
+        )
+    return client_id
+
+
+def _credentials(values: dict, paths: dict[str, str], problems: Problems) -> None:
+    if not values.get("CLIENT_SECRET") and not paths["CLIENT_CERT_PATH"]:
+        problems.append(
+            "CLIENT_SECRET is missing: set it, or set CLIENT_CERT_PATH to a certificate"
+        )
+
+
+def _path_values(values: dict, problems: Problems) -> dict[str, str]:
+    """Every path key, checked for what python-dotenv does to Windows paths, ~ expanded."""
+    paths = {}
+    for key in PATH_KEYS:
+        raw = values.get(key, "")
+        if re.search(r"[\x00-\x1f\x7f]", raw):
+            # Inside double quotes python-dotenv reads \f, \n, \t, ... as escapes.
+            problems.append(
+                f"{key} holds a control character (in double quotes \\f, \\n, \\t ... are read "
+                f"as escapes): write it in single quotes, with forward slashes, or without "
+                f"quotes, e.g. {key}=c:/fund_mail/data"
+            )
+            raw = ""
+        paths[key] = os.path.expanduser(raw) if raw.startswith("~") else raw
+    return paths
+
+
+def _existing_files(paths: dict[str, str], problems: Problems) -> None:
+    for key in ("CLIENT_CERT_PATH", "SFTP_KEY_FILE", "REQUESTS_CA_BUNDLE"):
+        if paths[key] and not Path(paths[key]).is_file():
+            problems.append(f"{key}={paths[key]!r}: no such file (check the path)")
 
 
 def writable_dir_problem(key: str, raw: str) -> str | None:
@@ -244,15 +341,139 @@ def _mailboxes(values: dict[str, str], problems: list[str]) -> tuple[str, ...]:
     return tuple(found.values())
 
 
+def _folder(key: str, raw: str, problems: Problems) -> None:
+    """An absolute, writable folder whose deepest file stays within Windows' MAX_PATH."""
+    if not Path(raw).is_absolute():
+        problems.append(
+            f"{key}={raw!r} is a relative path, which would depend on the folder the task starts "
+            f"in: write the full path, e.g. {key}=c:/fund_mail/data"
+        )
+        return
+    longest = len(str(Path(raw))) + 1 + LONGEST_RELATIVE_PATH
+    if longest > MAX_PATH:
+        problems.append(
+            f"{key}={raw!r} is {len(raw)} characters long, so the files below it reach "
+            f"{longest} characters, over Windows' limit of {MAX_PATH + 1}: choose a shorter "
+            "folder such as c:/fund_mail/data (or turn on 'Enable Win32 long paths' in Group "
+            "Policy and keep the folder under 32,000 characters)"
+        )
+        return
+    problem = writable_dir_problem(key, raw)
+    if problem:
+        problems.append(problem)
+
+
+def _data_and_log_dirs(values: dict, paths: dict[str, str], problems: Problems) -> tuple[str, str]:
+    data_dir = paths["DATA_DIR"]
+    if not data_dir:
+        hint = "the folder that holds the archive, e.g. c:/fund_mail/data"
+        _required(values, "DATA_DIR", hint, problems)
+        return "", paths["LOG_DIR"]
+    _folder("DATA_DIR", data_dir, problems)
+    if paths["LOG_DIR"]:
+        _folder("LOG_DIR", paths["LOG_DIR"], problems)
+        return data_dir, paths["LOG_DIR"]
+    return data_dir, str(Path(data_dir) / "logs")
+
+
+def _timezone(values: dict, problems: Problems) -> str:
+    timezone = values.get("TIMEZONE", "") or "Asia/Seoul"
+    try:
+        ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a region such as "Asia" is a folder in the time zone data, not a zone.
+        problems.append(
+            f"TIMEZONE={timezone!r} is not an IANA time zone: use a full name such as Asia/Seoul"
+        )
+    return timezone
+
+
+def _body_type(values: dict, problems: Problems) -> str:
+    body_type = (values.get("BODY_CONTENT_TYPE", "") or "html").lower()
+    if body_type not in ("html", "text"):
+        problems.append(f"BODY_CONTENT_TYPE={body_type!r} must be html or text")
+    return body_type
+
+
+def _sftp_host(values: dict, problems: Problems) -> str:
+    host = values.get("HOST", "")
+    if re.fullmatch(r"[^\s:/]+:\d+", host):
+        problems.append(
+            f"HOST={host!r} holds a port: write HOST={host.split(':')[0]} and PORT={host.split(':')[1]}"
+        )
+    elif host and not re.fullmatch(r"[A-Za-z0-9.\-]+|\[?[0-9A-Fa-f:]+\]?", host):
+        problems.append(
+            f"HOST={host!r} must be a host name or IP address only, e.g. sftp.example.com"
+        )
+    if host:
+        _required(
+            values, "SFTP_ID", "the SFTP user name (HOST is set, so uploads are on)", problems
+        )
+        _required(
+            values,
+            "SFTP_BASE_DIR",
+            "the folder on the SFTP server that receives the archive",
+            problems,
+        )
+        if not values.get("SFTP_PW") and not values.get("SFTP_KEY_FILE"):
+            problems.append("SFTP_PW is missing: set it, or set SFTP_KEY_FILE to a private key")
+    return host
+
+
+def _host_key(values: dict, problems: Problems) -> str:
+    host_key = values.get("SFTP_HOST_KEY", "")
+    if host_key and not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", host_key):
+        problems.append(
+            f"SFTP_HOST_KEY={host_key!r} must be a fingerprint as `ssh-keygen -lf` prints it,"
+            " e.g. SHA256:AbC...(43 characters)"
+        )
+    return host_key
+
+
+def _alert_settings(values: dict[str, str], problems: Problems) -> dict:
+    """ALERT_*, CLIENT_SECRET_EXPIRES and RETAIN_DAYS, as Config fields."""
+    alert_to = tuple(a.strip() for a in values.get("ALERT_TO", "").split(",") if a.strip())
+    for address in alert_to:
+        if not ADDRESS_RE.fullmatch(address):
+            problems.append(
+                f"ALERT_TO: {address!r} is not a mail address; separate addresses with commas"
+            )
+    alert_smtp_host = values.get("ALERT_SMTP_HOST", "")
+    if alert_smtp_host and not values.get("ALERT_SMTP_USER"):
+        problems.append("ALERT_SMTP_USER is missing: the SMTP login (ALERT_SMTP_HOST is set)")
+    alert_from = values.get("ALERT_FROM", "")
+    if alert_from and not ADDRESS_RE.fullmatch(alert_from):
+        problems.append(f"ALERT_FROM={alert_from!r} is not a mail address")
+    secret_expires = None
+    if raw_expiry := values.get("CLIENT_SECRET_EXPIRES", ""):
+        try:
+            secret_expires = date.fromisoformat(raw_expiry)
+        except ValueError:
+            problems.append(
+                f"CLIENT_SECRET_EXPIRES={raw_expiry!r} is not a date: use YYYY-MM-DD as shown "
+                "on the app registration's Certificates & secrets page"
+            )
+    retain_days = None
+    if values.get("RETAIN_DAYS", ""):
+        retain_days = _int(values, "RETAIN_DAYS", 0, 1, 36500, problems)
+    return {
+        "alert_to": alert_to,
+        "alert_smtp_host": alert_smtp_host,
+        "alert_smtp_port": _int(values, "ALERT_SMTP_PORT", 587, 1, 65535, problems),
+        "alert_smtp_user": values.get("ALERT_SMTP_USER", ""),
+        "alert_smtp_password": values.get("ALERT_SMTP_PASSWORD", ""),
+        "alert_from": alert_from,
+        "alert_after_failures": _int(values, "ALERT_AFTER_FAILURES", 3, 1, 1000, problems),
+        "alert_stale_minutes": _int(values, "ALERT_STALE_MINUTES", 60, 5, 7 * 24 * 60, problems),
+        "alert_repeat_hours": _int(values, "ALERT_REPEAT_HOURS", 12, 1, 24 * 30, problems),
+        "client_secret_expires": secret_expires,
+        "retain_days": retain_days,
+    }
+
+
 def config_from_values(values: dict[str, str], source: str = "") -> Config:
-    problems: list[str] = []
-
-    def required(key: str, hint: str) -> str:
-        value = values.get(key, "")
-        if not value:
-            problems.append(f"{key} is missing: {hint}")
-        return value
-
+    """Validate every key and report every problem at once."""
+    problems: Problems = []
     mailboxes = _mailboxes(values, problems)
     if mailboxes:
         # EMAIL_ID (and IMAP_USER) name the first mailbox unless set; each run takes its own.
@@ -268,72 +489,25 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         values = {**values, "EMAIL_ID": imap["imap_user"]}
     # A password login to an IMAP server needs no app registration; everything else signs in.
     needs_app = imap["mail_source"] == "graph" or not imap["imap_password"]
-    app_key = required if needs_app else (lambda key, _hint: values.get(key, ""))
-    email_id = required("EMAIL_ID", "the mailbox to archive, e.g. fund@example.com")
-    if email_id and not ADDRESS_RE.fullmatch(email_id):
-        problems.append(f"EMAIL_ID={email_id!r} is not a mailbox address like fund@example.com")
-    tenant_id = app_key("TENANT_ID", "the Entra tenant id (Overview page of the app registration)")
-    if tenant_id and not re.fullmatch(r"[A-Za-z0-9.\-]+", tenant_id):
-        problems.append(f"TENANT_ID={tenant_id!r} must be a GUID or a domain name")
-    client_id = app_key("CLIENT_ID", "the application (client) id of the app registration")
-    if client_id and not GUID_RE.match(client_id):
-        problems.append(
-            f"CLIENT_ID={client_id!r} is not a GUID like 00000000-0000-0000-0000-000000000000"
-        )
-
-    client_secret = values.get("CLIENT_SECRET", "")
-    cert_path = values.get("CLIENT_CERT_PATH", "")
-    if needs_app and not client_secret and not cert_path:
-        problems.append(
-            "CLIENT_SECRET is missing: set it, or set CLIENT_CERT_PATH to a certificate"
-        )
-    if cert_path and not Path(cert_path).is_file():
-        problems.append(f"CLIENT_CERT_PATH={cert_path!r}: no such file")
-
-    data_dir = required("DATA_DIR", "the folder that holds the archive, e.g. c:\\fund_mail\\data")
-    if data_dir:
-        problem = writable_dir_problem("DATA_DIR", data_dir)
-        if problem:
-            problems.append(problem)
-    log_dir = values.get("LOG_DIR", "") or (str(Path(data_dir) / "logs") if data_dir else "")
-    if values.get("LOG_DIR"):
-        problem = writable_dir_problem("LOG_DIR", log_dir)
-        if problem:
-            problems.append(problem)
-
-    timezone = values.get("TIMEZONE", "") or "Asia/Seoul"
-    try:
-        ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        problems.append(f"TIMEZONE={timezone!r} is not an IANA time zone such as Asia/Seoul")
-
-    body_type = (values.get("BODY_CONTENT_TYPE", "") or "html").lower()
-    if body_type not in ("html", "text"):
-        problems.append(f"BODY_CONTENT_TYPE={body_type!r} must be html or text")
-
-    sftp_host = values.get("HOST", "")
-    sftp_port = _int(values, "PORT", 22, 1, 65535, problems)
-    if sftp_host:
-        required("SFTP_ID", "the SFTP user name (HOST is set, so uploads are on)")
-        required("SFTP_BASE_DIR", "the folder on the SFTP server that receives the archive")
-        if not values.get("SFTP_PW") and not values.get("SFTP_KEY_FILE"):
-            problems.append("SFTP_PW is missing: set it, or set SFTP_KEY_FILE to a private key")
-    key_file = values.get("SFTP_KEY_FILE", "")
-    if key_file and not Path(key_file).is_file():
-        problems.append(f"SFTP_KEY_FILE={key_file!r}: no such file")
-    host_key = values.get("SFTP_HOST_KEY", "")
-    if host_key and not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}=?", host_key):
-        problems.append(
-            f"SFTP_HOST_KEY={host_key!r} must be a fingerprint as `ssh-keygen -lf` prints it,"
-            " e.g. SHA256:AbC...(43 characters)"
-        )
-
+    paths = _path_values(values, problems)
+    email_id = _email_id(values, problems)
+    tenant_id = _tenant_id(values, problems, needs_app)
+    client_id = _client_id(values, problems, needs_app)
+    if needs_app:
+        _credentials(values, paths, problems)
+    _existing_files(paths, problems)
+    data_dir, log_dir = _data_and_log_dirs(values, paths, problems)
+    timezone = _timezone(values, problems)
+    body_type = _body_type(values, problems)
+    sftp_host = _sftp_host(values, problems)
+    host_key = _host_key(values, problems)
+    alerts = _alert_settings(values, problems)
     config = Config(
         email_id=email_id,
         tenant_id=tenant_id,
         client_id=client_id,
-        client_secret=client_secret,
-        client_cert_path=cert_path,
+        client_secret=values.get("CLIENT_SECRET", ""),
+        client_cert_path=paths["CLIENT_CERT_PATH"],
         client_cert_password=values.get("CLIENT_CERT_PASSWORD", ""),
         data_dir=Path(data_dir),
         log_dir=Path(log_dir),
@@ -351,29 +525,28 @@ def config_from_values(values: dict[str, str], source: str = "") -> Config:
         http_timeout=_float(values, "HTTP_TIMEOUT", 60.0, 1, 3600, problems),
         max_concurrency=_int(values, "MAX_CONCURRENCY", 4, 1, 4, problems),
         retry_backoff=_float(values, "RETRY_BACKOFF", 1.0, 0, 60, problems),
+        ca_bundle=paths["REQUESTS_CA_BUNDLE"],
         sftp_host=sftp_host,
-        sftp_port=sftp_port,
+        sftp_port=_int(values, "PORT", 22, 1, 65535, problems),
         sftp_user=values.get("SFTP_ID", ""),
         sftp_password=values.get("SFTP_PW", ""),
-        sftp_key_file=key_file,
+        sftp_key_file=paths["SFTP_KEY_FILE"],
         sftp_key_passphrase=values.get("SFTP_KEY_PASSPHRASE", ""),
         sftp_base_dir=values.get("SFTP_BASE_DIR", "").rstrip("/") or ("/" if sftp_host else ""),
         sftp_host_key=host_key,
-        sftp_known_hosts=values.get("SFTP_KNOWN_HOSTS", ""),
+        sftp_known_hosts=paths["SFTP_KNOWN_HOSTS"],
         sftp_timeout=_float(values, "SFTP_TIMEOUT", 30.0, 1, 3600, problems),
+        interval_minutes=_int(values, "INTERVAL_MINUTES", 5, 1, 24 * 60, problems),
+        cycle_timeout_minutes=_int(values, "CYCLE_TIMEOUT_MINUTES", 60, 1, 24 * 60, problems),
         source=source,
         keep_mime=bool(_int(values, "KEEP_MIME", 0, 0, 1, problems)),
         mailboxes=mailboxes,
         max_parallel_mailboxes=_int(values, "MAX_PARALLEL_MAILBOXES", 2, 1, 16, problems),
         **imap,
+        **alerts,
     )
     if problems:
         raise ConfigError(problems, source)
-    # requests reads REQUESTS_CA_BUNDLE from the environment; letting .env set it helps operators
-    # behind a TLS-inspecting proxy, where editing the scheduled task's environment is awkward.
-    ca_bundle = values.get("REQUESTS_CA_BUNDLE", "")
-    if ca_bundle and "REQUESTS_CA_BUNDLE" not in os.environ:
-        os.environ["REQUESTS_CA_BUNDLE"] = ca_bundle
     return config
 
 
@@ -381,4 +554,4 @@ def _dotenv_values(path: Path) -> dict[str, str | None]:
     # Imported here: only a command that reads a .env file pays for python-dotenv.
     from dotenv import dotenv_values
 
-    return dotenv_values(path, encoding="utf-8-sig")
+    return dotenv_values(path, encoding="utf-8-sig", interpolate=False)

@@ -9,23 +9,47 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import posixpath
+import re
 import socket
 import sqlite3
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import paramiko
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock
-from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.index import ArchiveIndex, FileRecord
+from fund_mail.archive.store import files_of
 from fund_mail.config import Config
-from fund_mail.errors import DeliveryError, LockedError
+from fund_mail.errors import DeliveryError, LockedError, UnsafePath
+from fund_mail.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
+
+# .<name>.<8 hex>.part: the only shape of temporary name this tool uploads under.
+REMOTE_PARTIAL_RE = re.compile(r"^\..+\.[0-9a-f]{8}\.part$")
+
+
+def remote_partial_name(remote: str) -> str:
+    name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
+    return posixpath.join(posixpath.dirname(remote), name)
+
+
+# A server that cannot be reached, or drops the connection before the SSH session is set up, is
+# tried again a few times in the run (backoff: RETRY_BACKOFF); the outbox keeps the rest for the
+# next run. A refused host key or login is never retried: trying again cannot fix it.
+SFTP_CONNECT_ATTEMPTS = 3
+
+
+class ServerUnreachable(DeliveryError):
+    """The SFTP server could not be reached, or the SSH session could not be set up."""
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -91,13 +115,19 @@ def verify_host_key(config: Config, key: paramiko.PKey) -> None:
         )
 
 
+# known_hosts names an RSA key "ssh-rsa" whatever signature it makes; servers (OpenSSH 8.8+)
+# and paramiko refuse the SHA-1 "ssh-rsa" signature, so ask for the SHA-2 ones, as OpenSSH does.
+SIGNATURES_OF = {"ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256"]}
+
+
 def _preferred_key_types(config: Config) -> list[str]:
     """Ask for the key types known_hosts has, as OpenSSH does, so a known host is not refused
     merely because the server would have preferred another of its keys."""
     if config.sftp_host_key:
         return []
     name = known_hosts_name(config.sftp_host, config.sftp_port)
-    return list((_load_known_hosts(_known_hosts_path(config)).lookup(name) or {}).keys())
+    known = (_load_known_hosts(_known_hosts_path(config)).lookup(name) or {}).keys()
+    return [signature for kind in known for signature in SIGNATURES_OF.get(kind, [kind])]
 
 
 def _private_key(config: Config) -> paramiko.PKey:
@@ -114,20 +144,30 @@ def _private_key(config: Config) -> paramiko.PKey:
 
 def connect(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     """Connect, verify the host key, then authenticate; raise DeliveryError with the fix."""
+    policy = RetryPolicy(attempts=SFTP_CONNECT_ATTEMPTS, backoff=config.retry_backoff)
+    return policy.call(
+        lambda: _connect_once(config),
+        ServerUnreachable,
+        f"SFTP connection to {config.sftp_host}:{config.sftp_port}",
+    )
+
+
+def _connect_once(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
     where = f"{config.sftp_host}:{config.sftp_port}"
     try:
         sock = socket.create_connection(
             (config.sftp_host, config.sftp_port), timeout=config.sftp_timeout
         )
     except OSError as e:
-        raise DeliveryError(f"Cannot reach the SFTP server {where}: {e}") from e
+        raise ServerUnreachable(f"Cannot reach the SFTP server {where}: {e}") from e
     transport = paramiko.Transport(sock)
     transport.banner_timeout = transport.auth_timeout = config.sftp_timeout
     try:
         preferred = _preferred_key_types(config)
-        if preferred:
-            options = transport.get_security_options()
-            options.key_types = [t for t in options.key_types if t in preferred] or preferred
+        options = transport.get_security_options()
+        usable = [t for t in options.key_types if t in preferred]
+        if usable:  # none usable (e.g. only ssh-dss known): verify_host_key refuses it clearly
+            options.key_types = usable
         transport.start_client(timeout=config.sftp_timeout)
         verify_host_key(config, transport.get_remote_server_key())
         if config.sftp_key_file:
@@ -135,7 +175,10 @@ def connect(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
         else:
             transport.auth_password(config.sftp_user, config.sftp_password)
         sftp = paramiko.SFTPClient.from_transport(transport)
-        sftp.get_channel().settimeout(config.sftp_timeout)
+        channel = sftp.get_channel() if sftp is not None else None
+        if sftp is None or channel is None:
+            raise DeliveryError(f"The SFTP server {where} refused the sftp subsystem.")
+        channel.settimeout(config.sftp_timeout)
         return transport, sftp
     except DeliveryError:
         transport.close()
@@ -148,7 +191,9 @@ def connect(config: Config) -> tuple[paramiko.Transport, paramiko.SFTPClient]:
         ) from e
     except (paramiko.SSHException, OSError, EOFError) as e:
         transport.close()
-        raise DeliveryError(f"SFTP connection to {where} failed: {type(e).__name__}: {e}") from e
+        raise ServerUnreachable(
+            f"SFTP connection to {where} failed: {type(e).__name__}: {e}"
+        ) from e
     except BaseException:
         transport.close()
         raise
@@ -186,17 +231,25 @@ class Uploader:
             try:
                 self.sftp.mkdir(remote_dir)
             except OSError as e:
+                if self._is_dir(remote_dir):
+                    return self._made.add(remote_dir)  # another mailbox's delivery made it first
                 raise DeliveryError(
                     f"Cannot create {remote_dir} on the SFTP server ({e}): check SFTP_BASE_DIR "
                     "and that the account may write there."
                 ) from e
         self._made.add(remote_dir)
 
+    def _is_dir(self, remote_dir: str) -> bool:
+        try:
+            return stat.S_ISDIR(self.sftp.stat(remote_dir).st_mode or 0)
+        except OSError:
+            return False
+
     def _sweep_partials(self, remote_dir: str) -> None:
-        """Remove .part files that killed uploads left behind. Safe: we hold the delivery lock,
-        so no upload of ours is in flight, and .part names are never read downstream."""
+        """Remove .part files that killed uploads of ours left behind, by their exact shape
+        only. Safe: we hold the delivery lock, so no upload of ours is in flight."""
         for name in self.sftp.listdir(remote_dir):
-            if name.startswith(".") and name.endswith(".part"):
+            if REMOTE_PARTIAL_RE.match(name):
                 self._remove_quietly(posixpath.join(remote_dir, name))
 
     def put(self, local: Path, remote: str) -> int:
@@ -208,17 +261,23 @@ class Uploader:
                 return 0  # already delivered by an earlier, interrupted run
         except FileNotFoundError:
             pass
-        temporary = posixpath.join(
-            posixpath.dirname(remote), f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:8]}.part"
-        )
+        with open(local, "rb") as source:
+            return self._send(source, size, local.name, remote)
+
+    def put_bytes(self, data: bytes, name: str, remote: str) -> int:
+        """Replace remote with data the same way, even when a file of that size is there."""
+        self.makedirs(posixpath.dirname(remote))
+        return self._send(io.BytesIO(data), len(data), name, remote)
+
+    def _send(self, source: IO[bytes], size: int, name: str, remote: str) -> int:
+        temporary = remote_partial_name(remote)
 
         def progress(sent: int, total: int) -> None:
             if total and sent >= total // 2:
                 crashpoints.reached("upload-partial")
 
         try:
-            with open(local, "rb") as source:
-                self.sftp.putfo(source, temporary, file_size=size, callback=progress, confirm=False)
+            self.sftp.putfo(source, temporary, file_size=size, callback=progress, confirm=False)
             landed = self.sftp.stat(temporary).st_size
             if landed != size:
                 raise DeliveryError(
@@ -228,7 +287,7 @@ class Uploader:
             self._rename(temporary, remote)
         except OSError as e:
             self._remove_quietly(temporary)
-            raise DeliveryError(f"Upload of {local.name} to {remote} failed: {e}") from e
+            raise DeliveryError(f"Upload of {name} to {remote} failed: {e}") from e
         except BaseException:
             self._remove_quietly(temporary)
             raise
@@ -249,17 +308,6 @@ class Uploader:
             pass
 
 
-def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
-    """(local path, path relative to the base dir) for each attachment of a DB, then the DB."""
-    db_path = data_dir / db_relative
-    with sqlite3.connect(f"file:{db_path.as_posix()}?mode=ro", uri=True) as conn:
-        rows = conn.execute(
-            "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
-        ).fetchall()
-    files = [(data_dir / folder / name, f"{folder}/{name}") for folder, name in rows]
-    return files + [(db_path, db_relative)]
-
-
 def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
     """Deliver every queued DB, oldest first; raise DeliveryError (queue kept) on failure."""
     report = DeliveryReport()
@@ -274,33 +322,49 @@ def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
         return report
     try:
         waiting = index.queued()
-        if not waiting:
+        if not waiting and not manifests_to_deliver(index):
             return report
         try:
             transport, sftp = connect(config)
         except DeliveryError as e:
-            index.mark_failed(waiting[0], str(e))
+            if waiting:
+                index.mark_failed(waiting[0], str(e))
             raise
         try:
             uploader = Uploader(config, sftp)
-            delivered: set[str] = set()
-            while pending := [d for d in index.queued() if d not in delivered]:
+            done: set[str] = set()
+            refused: list[UnsafePath] = []
+            while pending := [d for d in index.queued() if d not in done]:
                 for db_relative in pending:
-                    _deliver_one(config, index, uploader, db_relative, report)
-                    delivered.add(db_relative)
+                    done.add(db_relative)
+                    try:
+                        _deliver_one(config, index, uploader, db_relative, report)
+                    except UnsafePath as e:
+                        log.error("%s", e)
+                        refused.append(e)
+            _deliver_manifests(config, index, uploader, report)
         finally:
             transport.close()
+        if refused:
+            raise DeliveryError("\n".join(str(e) for e in refused))
         return report
     except DeliveryError as e:
         queued = index.queued()
         report.queued_dbs = len(queued)
-        report.queued_files = sum(len(files_of(config.data_dir, d)) for d in queued)
+        report.queued_files = sum(_file_count(config.data_dir, d) for d in queued)
         raise DeliveryError(
             f"{e}\nDelivery stopped: {report.summary()}. The archive is safe "
             "locally and the next run delivers the queue."
         ) from e
     finally:
         lock.__exit__(None, None, None)
+
+
+def _file_count(data_dir: Path, db_relative: str) -> int:
+    try:
+        return len(files_of(data_dir, db_relative))
+    except (DeliveryError, OSError, sqlite3.Error):
+        return 1
 
 
 def _deliver_one(
@@ -320,7 +384,131 @@ def _deliver_one(
     except (OSError, sqlite3.Error, paramiko.SSHException, EOFError) as e:
         index.mark_failed(db_relative, str(e))
         raise DeliveryError(f"Delivery of {db_relative} failed: {type(e).__name__}: {e}") from e
-    index.mark_delivered(db_relative)
+    landed = []
+    for local, relative in files:
+        info = local.stat()
+        landed.append((relative, info.st_size, info.st_mtime_ns))
+    index.mark_delivered(db_relative, landed)
     report.delivered_dbs += 1
     report.delivered_files += len(files)
     log.info("Delivered %s with %d attachment file(s)", db_relative, len(files) - 1)
+
+
+def manifests_to_deliver(index: ArchiveIndex) -> list[str]:
+    """Days whose manifest changed since it was delivered, oldest first, stopping at the first
+    day that still has a DB queued: a manifest goes up only after the files it lists, and a
+    later day's only after the day it is chained to."""
+    queued = index.queued_days()
+    days = []
+    for day, record in index.manifests().items():
+        if day in queued:
+            break
+        if record.delivered_sha256 != record.sha256:
+            days.append(day)
+    return days
+
+
+def _deliver_manifests(
+    config: Config, index: ArchiveIndex, uploader: Uploader, report: DeliveryReport
+) -> None:
+    from fund_mail.archive.manifest import manifest_relative, sha256_bytes
+
+    for day in manifests_to_deliver(index):
+        relative = manifest_relative(day)
+        local = config.data_dir / relative
+        try:
+            data = local.read_bytes()
+            uploader.put_bytes(data, local.name, posixpath.join(config.sftp_base_dir, relative))
+        except (OSError, paramiko.SSHException, EOFError) as e:
+            raise DeliveryError(f"Delivery of {relative} failed: {type(e).__name__}: {e}") from e
+        index.mark_manifest_delivered(day, sha256_bytes(data))
+        report.bytes += len(data)
+        log.info("Delivered %s", relative)
+
+
+class SftpTree:
+    """The server's copy of the archive, for `--verify --remote` (see archive/manifest.Tree)."""
+
+    def __init__(self, sftp: paramiko.SFTPClient, base_dir: str) -> None:
+        self.sftp = sftp
+        self.base_dir = base_dir
+
+    def _path(self, relative: str) -> str:
+        return posixpath.join(self.base_dir, relative)
+
+    def days(self) -> list[str]:
+        from fund_mail.archive.manifest import DAY_RE
+
+        try:
+            entries = self.sftp.listdir_attr(self.base_dir)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            e.filename for e in entries if DAY_RE.match(e.filename) and stat.S_ISDIR(e.st_mode or 0)
+        )
+
+    def files(self, day: str) -> dict[str, int]:
+        found: dict[str, int] = {}
+        folders = [day]
+        while folders:
+            folder = folders.pop()
+            for entry in self.sftp.listdir_attr(self._path(folder)):
+                if entry.filename.startswith("."):
+                    continue
+                relative = f"{folder}/{entry.filename}"
+                if stat.S_ISDIR(entry.st_mode or 0):
+                    folders.append(relative)
+                else:
+                    found[relative] = entry.st_size or 0
+        return found
+
+    def size(self, relative: str) -> int | None:
+        try:
+            return self.sftp.stat(self._path(relative)).st_size
+        except FileNotFoundError:
+            return None
+
+    def read(self, relative: str) -> bytes:
+        with self.sftp.open(self._path(relative), "rb") as remote:
+            return remote.read()
+
+    def sha256(self, relative: str) -> str:
+        digest = hashlib.sha256()
+        with self.sftp.open(self._path(relative), "rb") as remote:
+            remote.prefetch()
+            while block := remote.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+
+class ReadBack:
+    """Retention's read-back over one SFTP connection, opened when first needed; a server that
+    cannot be reached confirms nothing."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._transport: paramiko.Transport | None = None
+        self._tree: SftpTree | None = None
+        self._failed = False
+
+    def __call__(self, records: list[FileRecord]) -> set[str]:
+        if self._failed:
+            return set()
+        try:
+            if self._tree is None:
+                self._transport, sftp = connect(self.config)
+                self._tree = SftpTree(sftp, self.config.sftp_base_dir)
+            confirmed = set()
+            for record in records:
+                size = self._tree.size(record.path)
+                if size == record.size and self._tree.sha256(record.path) == record.sha256:
+                    confirmed.add(record.path)
+            return confirmed
+        except (DeliveryError, OSError, paramiko.SSHException, EOFError) as e:
+            log.info("Cannot read the server's copies back (%s); nothing is removed for it", e)
+            self._failed = True
+            return set()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()

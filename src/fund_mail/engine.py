@@ -21,9 +21,18 @@ from typing import TYPE_CHECKING
 
 from fund_mail import crashpoints
 from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
-from fund_mail.archive.fsutil import RunLock
+from fund_mail.archive.fsutil import RunLock, sweep_stale_partials
 from fund_mail.archive.index import ArchiveIndex, AuditCounts
-from fund_mail.archive.rows import graph_time, message_row, parse_graph_time
+from fund_mail.archive.manifest import update_manifests
+from fund_mail.archive.quarantine import quarantine
+from fund_mail.archive.retention import RetentionReport, apply_retention
+from fund_mail.archive.rows import (
+    graph_time,
+    message_row,
+    parse_graph_time,
+    received_text,
+    unstorable_reason,
+)
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
 from fund_mail.errors import (
@@ -130,6 +139,7 @@ class RunResult:
     db_paths: list[Path] = field(default_factory=list)
     baseline: bool = False
     requests: int = 0
+    quarantined: int = 0
 
     @property
     def db_path(self) -> Path | None:
@@ -140,6 +150,7 @@ class RunResult:
         self.attachments += other.attachments
         self.bytes += other.bytes
         self.db_paths += other.db_paths
+        self.quarantined += other.quarantined
 
     def summary(self, command: str) -> str:
         where = str(self.db_path) if self.db_path else "no mail to archive, no DB written"
@@ -147,6 +158,8 @@ class RunResult:
             where = f"{len(self.db_paths)} DBs, the last {self.db_path}"
         if self.baseline:
             where = "baseline recorded, nothing archived"
+        if self.quarantined:
+            where += f"; {self.quarantined} message(s) set aside in DATA_DIR/quarantine"
         return (
             f"{command}: {self.messages} messages, {self.attachments} attachments, "
             f"{self.bytes} bytes, {self.seconds:.1f} s, {where}"
@@ -224,6 +237,7 @@ class Archiver:
                     for page in work.pages:
                         if state.error is not None:
                             break  # a download of this day failed: stop listing it
+                        page = self._set_aside_unstorable(page, state.result)
                         batch = [m for m in page if not m.get("isDraft")]
                         if dedupe and batch:
                             known = self.index.known_ids(m["id"] for m in batch)
@@ -280,7 +294,7 @@ class Archiver:
             crashpoints.reached("attachments-downloaded")
             if state.pending is None:
                 state.pending = _PendingDb(state.day_dir, self.command, state.work.stem)
-            self._add_rows(staged.batch, staged.plans, state.pending)
+            self._add_rows(staged.batch, staged.plans, state.pending, state.result)
             if state.pending.db.messages >= self.config.publish_every:
                 pending, state.pending = state.pending, None
                 self._publish(pending, state.result, dedupe)
@@ -298,24 +312,47 @@ class Archiver:
                 state.fail(e)
         return state.error if state.error is not None else state.result
 
-    def _add_rows(self, batch: list[dict], plans: list, pending: _PendingDb) -> None:
+    def _add_rows(
+        self, batch: list[dict], plans: list, pending: _PendingDb, result: RunResult
+    ) -> None:
         config = self.config
         save_folder = f"{pending.day_dir.name}/attach"
         sent_items_id = self.folders.sent_items_id
         rows = []
         for message, plan in zip(batch, plans, strict=True):
-            row = message_row(
-                message,
-                folder_path=self.folders.path(message.get("parentFolderId")),
-                mailbox=config.email_id,
-                sent_folder_id=sent_items_id,
-                tz=config.tz,
-                notes=plan.all_notes(),
-            )
+            try:
+                row = message_row(
+                    message,
+                    folder_path=self.folders.path(message.get("parentFolderId")),
+                    mailbox=config.email_id,
+                    sent_folder_id=sent_items_id,
+                    tz=config.tz,
+                    notes=plan.all_notes(),
+                )
+            except Exception as e:  # noqa: BLE001 - one message must not block the rest
+                self._quarantine(message, f"{type(e).__name__}: {e}", result)
+                continue
             rows.append((row, plan.rows(save_folder)))
-            pending.ids.append((message["id"], _graph_second(message)))
+            pending.ids.append((message["id"], received_text(message)))
         pending.db.add_many(rows)
         crashpoints.reached("db-partial")
+
+    def _set_aside_unstorable(self, page: list, result: RunResult) -> list[dict]:
+        """Quarantine the items that cannot become a row at all; keep the rest."""
+        kept = []
+        for message in page:
+            reason = unstorable_reason(message)
+            if reason is None:
+                kept.append(message)
+            else:
+                self._quarantine(message, f"cannot be stored: {reason}", result)
+        return kept
+
+    def _quarantine(self, message: object, error: str, result: RunResult) -> None:
+        path = quarantine(self.config.data_dir, message, error, self.command)
+        if path is not None:
+            result.quarantined += 1
+            log.warning("A message could not be archived (%s); kept in %s", error, path)
 
     def _publish(self, pending: _PendingDb, result: RunResult, exclusive: bool) -> None:
         pending.db.finish()
@@ -334,14 +371,6 @@ class Archiver:
         result.messages += pending.db.messages - published.dropped_messages
         result.attachments += pending.db.attachments - published.dropped_attachments
         result.db_paths.append(published.path)
-
-
-def _graph_second(message: dict) -> str:
-    """receivedDateTime as the index keeps it; Graph's own text when it is already that form."""
-    text = message["receivedDateTime"]
-    if len(text) == 20 and text.endswith("Z"):
-        return text
-    return graph_time(received(message))
 
 
 @dataclass
@@ -416,9 +445,11 @@ class Newest:
     def track(self, pages: Iterable[list[dict]]) -> Iterator[list[dict]]:
         for page in pages:
             for message in page:
+                if unstorable_reason(message):
+                    continue  # quarantined: it cannot be the cursor
                 try:
                     moment = received(message)
-                except (KeyError, TypeError, ValueError):
+                except (KeyError, TypeError, ValueError, OverflowError):
                     continue  # no usable date: it cannot be the cursor
                 if moment > self.now + FUTURE_SKEW:
                     self.future += 1
@@ -436,6 +467,7 @@ def exclusive_index(config: Config, command: str, lock_name: str) -> Iterator[Ar
         index = ArchiveIndex(config.data_dir)
         try:
             index.recover(command)
+            sweep_stale_partials(config.data_dir)
             yield index
         finally:
             index.close()
@@ -500,10 +532,6 @@ def run_once(
 ) -> RunResult:
     """One incremental run: archive everything new since the cursor, exactly once; then the
     daily self-audit when it is due."""
-    if config.mail_source == "imap":
-        from fund_mail import engine_imap
-
-        return engine_imap.run_once(config, since)
     started = time.monotonic()
     run_time = now()
     with exclusive_index(config, "once", "fund_mail_once") as index:
@@ -528,7 +556,12 @@ def run_once(
             return RunResult(
                 baseline=True, seconds=time.monotonic() - started, requests=client.requests_made
             )
-        if since is None and cursor.archive_floor is None and not index.has_archived():
+        if (
+            since is None
+            and cursor is not None
+            and cursor.archive_floor is None
+            and not index.has_archived()
+        ):
             # A LAST_TIME.json from the previous tool: it archived up to its cursor.
             index.record_baseline([(cursor.last_email_id, graph_time(cursor.last_fetch_time))])
         plan = plan_scan(cursor, since, timedelta(minutes=config.overlap_minutes))
@@ -553,6 +586,7 @@ def run_once(
             config.data_dir, next_cursor(cursor, plan, newest.message, run_time), config.tz
         )
         _self_audit(config, client, index, local, plan.floor)
+        refresh_manifests(config, index)
         result.seconds = time.monotonic() - started
         result.requests = client.requests_made
         return result
@@ -602,15 +636,6 @@ def run_days(
     resume: skip the days an earlier, unfinished run of the same range completed (the index
     records each finished day); a range that ends without a failed day forgets them.
     """
-    if config.mail_source == "imap":
-        # IMAP has no list pages to share: its days run one after another, as before.
-        from fund_mail import engine_imap
-
-        def imap_day(day: date) -> RunResult:
-            counted = (lambda count: on_page(count, day)) if on_page else None
-            return engine_imap.run_day(config, day, on_page=counted)
-
-        return settle_range(_attempts(days, imap_day), on_day)
     run_time = datetime.now(config.tz)
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         key = f"{days[0]}..{days[-1]}"
@@ -636,6 +661,7 @@ def run_days(
         ]
 
         def finished(day: date, result: RunResult) -> None:
+            refresh_manifests(config, index)
             if resume:
                 index.record_finished_day(key, day.isoformat())
             if on_day is not None:
@@ -675,7 +701,7 @@ def run_range(
     days: list[date],
     run_one: Callable[[date], RunResult],
     describe: Callable[[date, RunResult], str],
-    after_day: Callable[[RunResult], None] | None = None,
+    after_day: Callable[[date, RunResult], None] | None = None,
 ) -> RangeResult:
     """Run each day in turn under settle_range's policy."""
 
@@ -684,7 +710,7 @@ def run_range(
     def done(day: date, result: RunResult) -> None:
         lines.append(describe(day, result))
         if after_day is not None:
-            after_day(result)
+            after_day(day, result)
 
     outcome = settle_range(_attempts(days, run_one), done)
     outcome.lines = lines
@@ -779,7 +805,11 @@ def audit_day(
         for page in client.fetch_sliced_pages(
             Window(start, end), AUDIT_PAGE, fields=ID_FIELDS, expand=False
         ):
-            listed += [m["id"] for m in page if not m.get("isDraft")]
+            listed += [
+                m["id"]
+                for m in page
+                if isinstance(m, dict) and m.get("id") and not m.get("isDraft")
+            ]
             if on_page:
                 on_page(len(page))
     known = index.known_ids(listed)
@@ -838,15 +868,10 @@ def run_audit(
     client: GraphClient | None = None,
 ) -> AuditReport:
     """fund_mail_one_day --audit: each day in turn, under fund_mail_one_day's lock."""
-    if config.mail_source == "imap":
-        from fund_mail import engine_imap
-
-        return engine_imap.run_audit(
-            config, days, dry_run=dry_run, on_start=on_start, on_day=on_day, on_page=on_page
-        )
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         client = client or open_graph(config)
         report = audit_range(
+            config,
             index,
             days,
             lambda day: audit_day(
@@ -861,6 +886,7 @@ def run_audit(
 
 
 def audit_range(
+    config: Config,
     index: ArchiveIndex,
     days: list[date],
     audit: Callable[[date], DayAudit],
@@ -869,7 +895,8 @@ def audit_range(
     on_start: Callable[[date], None] | None = None,
     on_day: Callable[[DayAudit], None] | None = None,
 ) -> AuditReport:
-    """Audit each day with `audit` (Graph or IMAP), recording each outcome in the index."""
+    """Audit each day with `audit` (Graph or IMAP), recording each outcome in the index and
+    handing unrepaired gaps to the alerts; the day manifests follow what was repaired."""
     report = AuditReport()
 
     def audit_one(day: date) -> RunResult:
@@ -881,12 +908,17 @@ def audit_range(
             index.record_audit(day.isoformat(), "manual", AuditCounts(dry_run=dry_run), str(e))
             raise
         index.record_audit(day.isoformat(), "manual", done.counts)
+        if not dry_run:
+            report_audit_findings(config, {day.isoformat(): None if done.complete else done.line()})
         report.audits.append(done)
         if on_day:
             on_day(done)
         return done.result
 
-    outcome = run_range(days, audit_one, lambda day, result: "")
+    try:
+        outcome = run_range(days, audit_one, lambda day, result: "")
+    finally:
+        refresh_manifests(config, index)
     report.failed, report.total = outcome.failed, outcome.total
     return report
 
@@ -901,20 +933,22 @@ def _self_audit(
 ) -> None:
     """The daily self-audit inside fund_mail_once: never fails the incremental run.
     audit: how one day is audited (the IMAP source passes its own); Graph's by default."""
-    if audit is None:
 
-        def audit(day: date) -> DayAudit:
-            return audit_day(config, client, index, day, command="once", not_before=floor)
+    def graph_audit(day: date) -> DayAudit:
+        assert client is not None, "the Graph self-audit needs the run's client"
+        return audit_day(config, client, index, day, command="once", not_before=floor)
 
+    audit_one = audit or graph_audit
     days = self_audit_days(now_local, config.audit_at, config.audit_days, floor)
     if not days:
         return
     midnight = now_local.replace(hour=0, minute=0, second=0, microsecond=0)
     done = index.audited_complete_since(graph_time(midnight), [d.isoformat() for d in days])
     at = graph_time(now_local)
+    findings: dict[str, str | None] = {}
     for day in [d for d in days if d.isoformat() not in done]:
         try:
-            audited = audit(day)
+            audited = audit_one(day)
         except Exception as e:  # noqa: BLE001 - the audit is retried by the next run
             log.warning("Self-audit of %s failed (retried on the next run): %s", day, e)
             error = REDACTOR.redact(str(e)) or type(e).__name__
@@ -922,6 +956,69 @@ def _self_audit(
             continue
         index.record_audit(day.isoformat(), "self", audited.counts, at=at)
         log.info("Self-audit %s", audited.line())
+        findings[day.isoformat()] = None if audited.complete else audited.line()
+    report_audit_findings(config, findings)
+
+
+def report_audit_findings(config: Config, findings: dict[str, str | None]) -> None:
+    """Hand the audit's unrepaired gaps (and the days found complete) to the alerts."""
+    if not findings:
+        return
+    from fund_mail.alerts import report_audit
+
+    try:
+        report_audit(config.data_dir, findings)
+    except Exception as e:  # noqa: BLE001 - the alert state must never fail a run
+        log.error("Could not record the audit's findings for the alerts: %s", e)
+
+
+# -- manifests and retention ----------------------------------------------------------------
+def refresh_manifests(config: Config, index: ArchiveIndex) -> None:
+    """Hash what was published and update the day manifests. The archive itself is already
+    safe, so a failure here is logged and the next run catches up."""
+    try:
+        update_manifests(config.data_dir, index)
+    except Exception as e:  # noqa: BLE001 - the published DB and cursor stand either way
+        log.error("Could not update the manifest (the next run tries again): %s", e)
+
+
+def retain(config: Config, today: date | None = None) -> RetentionReport | None:
+    """Remove day folders past RETAIN_DAYS that the server holds; None when not due or busy.
+
+    It holds both archive commands' locks, so it never removes a folder a run is writing to.
+    """
+    if config.retain_days is None or not config.data_dir.is_dir():
+        return None
+    try:
+        with (
+            RunLock(config.data_dir / "fund_mail_once.lock", "fund_mail_once"),
+            RunLock(config.data_dir / "fund_mail_one_day.lock", "fund_mail_one_day"),
+        ):
+            index = ArchiveIndex(config.data_dir)
+            read_back = None
+            if config.upload_enabled:
+                from fund_mail.delivery import ReadBack
+
+                read_back = ReadBack(config)
+            try:
+                update_manifests(config.data_dir, index)
+                return apply_retention(
+                    config.data_dir,
+                    index,
+                    config.retain_days,
+                    today or datetime.now(config.tz).date(),
+                    read_back,
+                )
+            finally:
+                if read_back is not None:
+                    read_back.close()
+                index.close()
+    except LockedError:
+        log.info("Another run is busy; local retention waits for the next run")
+    except OSError as e:
+        # Only local copies of delivered files are at stake; a marker finishes it next time.
+        log.error("Local retention stopped (the next run goes on): %s", e)
+    return None
 
 
 # -- delivery and history --------------------------------------------------------------------
@@ -935,7 +1032,10 @@ def deliver(config: Config) -> DeliveryReport | None:
     index = ArchiveIndex(config.data_dir)
     try:
         if not index.queued():
-            return None
+            from fund_mail.delivery import manifests_to_deliver
+
+            if not manifests_to_deliver(index):
+                return None
         from fund_mail.delivery import deliver_queue
 
         return deliver_queue(config, index)

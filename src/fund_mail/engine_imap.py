@@ -35,6 +35,7 @@ from fund_mail.engine import (
     audit_range,
     day_bounds,
     exclusive_index,
+    refresh_manifests,
 )
 from fund_mail.imap import mime
 from fund_mail.imap.client import Folder, FolderStatus, ImapMailbox, Summary
@@ -148,7 +149,7 @@ class ImapWriter:
                 _, email_id, fingerprint = by_uid[summary.uid]
                 self._write(folder, summary, email_id, raw)
                 self.fingerprints.append((fingerprint, email_id))
-                if self.db.messages >= self.config.publish_every:
+                if self.db is not None and self.db.messages >= self.config.publish_every:
                     # A long catch-up keeps its progress if it is killed, as on Graph.
                     self.publish()
                     crashpoints.reached("chunk-published")
@@ -262,7 +263,7 @@ def run_once(
                 result = _baseline(imap, index)
                 result.seconds = time.monotonic() - started
                 return result
-            floor = since or parse_graph_time(floor_text)
+            floor = since or parse_graph_time(floor_text or "")
             states = index.imap_folder_states()
             new_states: dict[str, tuple[int, int]] = {}
             writer = ImapWriter(
@@ -278,7 +279,7 @@ def run_once(
                     status = imap.select(folder.name)
                     known = states.get(folder.name)
                     plan = plan_folder(status, known, rescan=since is not None)
-                    if plan.mode == "resync":
+                    if plan.mode == "resync" and known is not None:
                         log.warning(
                             "%s: UIDVALIDITY changed (%s -> %s); reading it again, skipping "
                             "what is archived already",
@@ -314,6 +315,7 @@ def run_once(
                     config, imap, index, day, command="once", not_before=floor
                 ),
             )
+            refresh_manifests(config, index)
     result.seconds = time.monotonic() - started
     return result
 
@@ -353,6 +355,7 @@ def run_day(
                         on_page(matched)
                     writer.add(imap, folder, status, summaries)
                 result = writer.publish()
+            refresh_manifests(config, index)
     result.seconds = time.monotonic() - started
     return result
 
@@ -441,6 +444,7 @@ def run_audit(
     with exclusive_index(config, "day", "fund_mail_one_day") as index:
         with connected(config, mailbox) as imap:
             return audit_range(
+                config,
                 index,
                 days,
                 lambda day: audit_day(

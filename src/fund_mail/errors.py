@@ -7,6 +7,7 @@ tell them apart without parsing logs.
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -44,7 +45,7 @@ class FundMailError(Exception):
     exit_code: ExitCode = ExitCode.RUN_FAILED
     # What the run had archived before it failed (e.g. an upload failing after the archive),
     # so that the run history keeps the counts. Set by the CLI; RunResult or None.
-    result: object = None
+    result: Any = None
 
 
 class ConfigError(FundMailError):
@@ -99,3 +100,7 @@ class IncompleteError(FundMailError):
 
 class DeliveryError(FundMailError):
     """The SFTP upload failed; the archive is safe locally and stays queued."""
+
+
+class UnsafePath(DeliveryError):
+    """A DB names a file outside DATA_DIR: that DB is refused, the others still go."""

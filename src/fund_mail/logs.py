@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +77,46 @@ class MailboxLabel(logging.Filter):
 MAILBOX_LABEL = MailboxLabel()
 
 
+def ensure_console() -> None:
+    """Make print, progress bars and logging safe without a console.
+
+    Under Task Scheduler or pythonw, stdout and stderr can be None or closed; output then goes
+    to os.devnull. A console whose code page cannot show a character (Korean on cp437) gets an
+    escape instead of an exception.
+    """
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None or getattr(stream, "closed", False):
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+        elif hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+class TolerantRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotation that survives another process holding the log open.
+
+    Windows refuses to rename an open file; the plain handler then drops the record and tries
+    again on every line. Here the file keeps growing and rotation is retried a minute later.
+    """
+
+    RETRY_AFTER = 60.0
+    _failed_at: float | None = None
+
+    def shouldRollover(self, record: logging.LogRecord) -> int:  # noqa: N802 - logging's name
+        if self._failed_at is not None and time.monotonic() - self._failed_at < self.RETRY_AFTER:
+            return 0
+        return super().shouldRollover(record)
+
+    def doRollover(self) -> None:  # noqa: N802 - logging's name
+        try:
+            super().doRollover()
+            self._failed_at = None
+        except OSError:
+            self._failed_at = time.monotonic()
+            if self.stream is None:
+                self.stream = self._open()
+
+
 def setup_logging(
     log_dir: Path | None, verbose: bool = False, quiet: bool = False, name: str = "fund_mail"
 ) -> None:
@@ -92,7 +135,7 @@ def setup_logging(
     root.addHandler(console)
     if log_dir is not None:
         log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
+        file_handler = TolerantRotatingFileHandler(
             log_dir / f"{name}.log", maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"
         )
         file_handler.setLevel(logging.DEBUG)

@@ -1,8 +1,10 @@
 """The shipped artefact: the PyInstaller executables, built by make_exe.sh and make_one_day.sh,
 run against the emulator and a real SFTP server exactly as Task Scheduler would run them."""
 
+import os
 import shutil
 import subprocess
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -10,32 +12,48 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fund_mail.emulator import file_attachment, reference_attachment
-from tests.helpers import archived_rows
+from tests.helpers import archived_rows, in_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [
-    *ROOT.glob("src/fund_mail/**/*.py"),
-    ROOT / "src/fund_mail/schema.sql",
+    *(p for p in ROOT.glob("src/fund_mail/**/*") if p.is_file() and "__pycache__" not in p.parts),
     ROOT / "pyproject.toml",
     ROOT / "uv.lock",
     ROOT / "make_exe.sh",
 ]
 
 
+# The scheduled program is a PyInstaller folder (--onedir); the hand-run tools are one file.
+BUILT = {
+    "fund_mail_once": Path("fund_mail_once") / "fund_mail_once",
+    "fund_mail_one_day": Path("fund_mail_one_day"),
+    "fund_mail_pst": Path("fund_mail_pst"),
+}
+
+
 def _fresh(binary: Path) -> bool:
-    return binary.exists() and binary.stat().st_mtime > max(p.stat().st_mtime for p in SOURCES)
+    return binary.is_file() and binary.stat().st_mtime > max(p.stat().st_mtime for p in SOURCES)
 
 
 @pytest.fixture(scope="session")
 def dist() -> Path:
-    """Build the executables unless dist/ already holds ones newer than every source."""
+    """Build the executables unless dist/ already holds ones newer than every source.
+
+    In CI, .ci/run builds them before the tests; missing or stale ones there mean the build
+    step is broken, and the tests fail instead of building around it.
+    """
     builds = [
         ("fund_mail_once", ["make_exe.sh"]),
         ("fund_mail_one_day", ["make_one_day.sh"]),
         ("fund_mail_pst", ["make_exe.sh", "fund_mail_pst"]),
     ]
     for name, (script, *args) in builds:
-        if not _fresh(ROOT / "dist" / name):
+        if not _fresh(ROOT / "dist" / BUILT[name]):
+            if in_ci():
+                pytest.fail(
+                    f"dist/{BUILT[name]} is missing or older than the sources: .ci/run must "
+                    f"build it with {' '.join([script, *args])} before the tests"
+                )
             subprocess.run(
                 ["bash", str(ROOT / script), *args],
                 cwd=ROOT,
@@ -50,12 +68,46 @@ def dist() -> Path:
 
 @pytest.fixture
 def install_dir(dist, tmp_path) -> Path:
-    """A copy of the c:\\fund_mail layout: the executables with .env next to them."""
+    """A copy of the c:\\fund_mail layout (INSTALL.md): the contents of dist/fund_mail_once/
+    (the program and _internal/), the one-file tools beside them, and .env next to them."""
     folder = tmp_path / "fund_mail"
-    folder.mkdir()
-    for name in ("fund_mail_once", "fund_mail_one_day", "fund_mail_pst"):
+    shutil.copytree(dist / "fund_mail_once", folder)
+    for name in ("fund_mail_one_day", "fund_mail_pst"):
         shutil.copy2(dist / name, folder / name)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "_internal",
+        "fund_mail_once",
+        "fund_mail_one_day",
+        "fund_mail_pst",
+    ]
     return folder
+
+
+def test_the_scheduled_program_is_one_process_with_nothing_to_unpack(install_dir, tmp_path):
+    """--onedir: the program is the Python process itself (a one-file build starts a
+    bootloader that unpacks into a _MEI folder and runs Python as its child)."""
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    probe = subprocess.Popen(
+        [str(install_dir / "fund_mail_once"), "--demo"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TMPDIR": str(temp), "TEMP": str(temp), "TMP": str(temp)},
+    )
+    children = Path(f"/proc/{probe.pid}/task/{probe.pid}/children")
+    try:
+        deadline = time.monotonic() + 60
+        seen_children = ""
+        while probe.poll() is None and time.monotonic() < deadline:
+            seen_children = children.read_text() if children.exists() else ""
+            if seen_children.strip():
+                break
+            time.sleep(0.02)
+    finally:
+        probe.kill()
+        probe.wait()
+    assert seen_children.strip() == "", "no child process"
+    assert not list(temp.glob("_MEI*")), "nothing unpacked"
 
 
 def run(binary: Path, *args: str) -> subprocess.CompletedProcess:
@@ -100,6 +152,7 @@ def test_binary_archives_and_delivers(install_dir, graph, sftp_server, data_dir,
     assert [r["subject"] for r in rows] == ["바이너리 테스트"]
     assert "link-only attachment" in rows[0]["note"]
     landed = sorted(p.name for p in sftp_server.root.rglob("*") if p.is_file())
+    assert landed.pop().startswith("manifest_"), "the day's manifest follows its files"
     assert len(landed) == 2 and landed[-1].startswith("fm_")
 
     status = run(install_dir / "fund_mail_once", "--status")
@@ -144,3 +197,55 @@ def test_pst_binary_imports_the_fixtures(install_dir, tmp_path):
     )
     assert nested.returncode == 0, nested.stderr
     assert "Every item and attachment was read." in nested.stdout
+
+
+@pytest.fixture(scope="session")
+def service_binary() -> Path:
+    """dist/fund_mail_service/, a folder like fund_mail_once's: the frozen program starts its
+    cycles as `fund_mail_service cycle`, a path only the built executable takes."""
+    binary = ROOT / "dist" / "fund_mail_service" / "fund_mail_service"
+    if not _fresh(binary):
+        if in_ci():
+            pytest.fail(
+                "dist/fund_mail_service is missing or older than the sources: .ci/run must "
+                "build it with make_exe.sh fund_mail_service before the tests"
+            )
+        subprocess.run(
+            ["bash", str(ROOT / "make_exe.sh"), "fund_mail_service"],
+            cwd=ROOT,
+            check=True,
+            timeout=1200,
+            capture_output=True,
+        )
+    return binary
+
+
+def test_service_binary_runs_cycles_and_stops_on_sigterm(service_binary, graph, data_dir, tmp_path):
+    import signal
+    import time
+
+    folder = tmp_path / "fund_mail"
+    shutil.copytree(service_binary.parent, folder)
+    (folder / ".env").write_text(
+        "".join(f"{k}={v}\n" for k, v in graph.env_values(data_dir).items())
+    )
+    process = subprocess.Popen(
+        [str(folder / "fund_mail_service"), "run"],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (data_dir / "LAST_TIME.json").exists():
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "no cycle ran"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    cycle_log = (data_dir / "logs" / "fund_mail_once.log").read_text(encoding="utf-8")
+    assert "Baseline recorded" in cycle_log, "the frozen child ran fund_mail_once's cycle"

@@ -22,10 +22,11 @@ def write_env(graph, sftp_server, data_dir, tmp_path, **overrides):
 
 
 def landed(root: Path) -> list[str]:
+    """The data files on the server (the day manifests that follow them left out)."""
     return sorted(
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and not p.name.startswith(".")
+        if p.is_file() and not p.name.startswith((".", "manifest_"))
     )
 
 
@@ -38,6 +39,7 @@ def test_archive_and_deliver(graph, sftp_server, data_dir, tmp_path, now):
     assert "fund_mail_once: delivered 1 DB(s) and 2 file(s)" in result.stdout
     files = landed(sftp_server.root)
     assert len(files) == 2 and files[0].startswith("archive/") and files[-1].endswith(".db")
+    assert len(list(sftp_server.root.glob("archive/*/manifest_*.json"))) == 1
 
 
 def test_server_down_exits_1_archives_locally_then_catches_up(
@@ -91,6 +93,6 @@ def test_killed_mid_upload_leaves_no_partial_final_file(
     sizes = {
         p.name: p.stat().st_size
         for p in sftp_server.root.rglob("*")
-        if p.is_file() and not p.name.startswith(".")
+        if p.is_file() and not p.name.startswith((".", "manifest_"))
     }
     assert 3_000_000 in sizes.values() and len(sizes) == 2

@@ -65,7 +65,9 @@ def test_imap_mailbox_archived_and_delivered(graph, dovecot, sftp_server, data_d
         conn.executescript(SCHEMA_SQL)
     assert schema_of(db) == schema_of(reference), "exactly the pst-utils tables"
     landed = sorted(p.name for p in sftp_server.root.rglob("*") if p.is_file())
-    assert db.name in landed and len(landed) == 2
+    # The DB, its attachment, and the day's manifest (delivered after the day's files).
+    assert db.name in landed and len(landed) == 3
+    assert f"manifest_{db.parent.name}.json" in landed
 
     third = run_cli("fund_mail_once", "--env-file", env)
     assert third.returncode == 0 and "no mail to archive" in third.stdout

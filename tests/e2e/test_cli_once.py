@@ -5,7 +5,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections import Counter
 from datetime import timedelta
 
@@ -92,15 +92,23 @@ def test_two_runs_started_together_one_works_one_exits_3(env_file, graph, data_d
         graph.mailbox.add_message(
             now + timedelta(seconds=i), attachments=[file_attachment("f.bin", b"1" * 10)]
         )
-    graph.latency = (
-        0.3  # keep the first run busy (30 downloads, 4 at a time) while the second starts
-    )
+    # The first run's list request is answered only after the second run has come and gone.
+    arrived, release = threading.Event(), threading.Event()
+
+    def hold(mailbox):
+        arrived.set()
+        release.wait(120)
+
+    graph.on_request(hold, target="list")
     command = [str(BIN / "fund_mail_once"), "--env-file", str(env_file)]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
-    second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    try:
+        assert arrived.wait(120), "the first run never reached its list request"
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    finally:
+        release.set()
     first.communicate(timeout=120)
-    assert (first.returncode, second.returncode) == (0, 3)
+    assert (first.returncode, second.returncode) == (0, 3), second.stderr
     assert len(archived_ids(data_dir)) == 30
 
 
@@ -144,3 +152,17 @@ def test_kill_at_any_point_loses_nothing_and_duplicates_nothing(
     assert not list(data_dir.glob("*/.once-*")), "temporary files are cleaned up"
     state = json.loads((data_dir / "LAST_TIME.json").read_text("utf-8"))
     assert state["last_email_id"] == batch2[-1].immutable_id
+
+
+def test_files_0600_and_folders_0700(env_file, graph, data_dir, now):
+    """The archive holds mail: on POSIX nothing the tool creates is readable by others."""
+    from fund_mail.emulator import file_attachment
+
+    assert run_cli("fund_mail_once", "--env-file", str(env_file)).returncode == 0
+    graph.mailbox.add_message(now, attachments=[file_attachment("a.pdf", b"%PDF")])
+    assert run_cli("fund_mail_once", "--env-file", str(env_file)).returncode == 0
+    made = list(data_dir.rglob("*"))
+    assert any(p.suffix == ".db" for p in made) and any(p.suffix == ".log" for p in made)
+    for path in [data_dir, *made]:
+        expected = 0o700 if path.is_dir() else 0o600
+        assert path.stat().st_mode & 0o777 == expected, path

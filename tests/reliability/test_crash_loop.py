@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -17,11 +16,10 @@ import pytest
 
 from fund_mail import crashpoints
 from fund_mail.emulator import file_attachment
-from tests.helpers import BIN
+from tests.helpers import BIN, wait_until
 
 SEED = 20261122
-ITERATIONS = 75  # fixed, so the seed fixes the mail and the plan; timed kills may land late
-MIN_KILLS = 50
+ITERATIONS = 75  # fixed, so the seed fixes the mail and the plan of kills
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 
@@ -37,8 +35,25 @@ def delivered(root: Path) -> tuple[list[str], list[tuple[Path, dict]]]:
     return ids, attachments
 
 
+def random_moment(rng, graph, sftp_server, added_files: int, added_bytes: int):
+    """A condition that becomes true at a random point of the next run, while it still has work
+    to do: its k-th Graph request has arrived, or b bytes of its uploads have.
+
+    The run makes at least 3 + added_files + 1 requests when mail has arrived (sign-in, list,
+    Sent Items, each attachment), and uploads each DB after its attachments, so either
+    condition leaves the run something to do when it becomes true.
+    """
+    if added_bytes and rng.random() < 0.5:
+        start, goal = sftp_server.switches.bytes_written, rng.randint(1, added_bytes)
+        return lambda: sftp_server.switches.bytes_written - start >= goal
+    start, goal = len(graph.records()), rng.randint(1, 2 + added_files)
+    return lambda: len(graph.records()) - start >= goal
+
+
 def test_sigkill_loop_loses_and_duplicates_nothing(graph, sftp_server, data_dir, tmp_path, now):
-    values = graph.env_values(data_dir, RETRY_BACKOFF="0.01")
+    # A small PUBLISH_EVERY makes a run after a few kills a catch-up that publishes in chunks,
+    # so the kill between two chunks (chunk-published) is reached too.
+    values = graph.env_values(data_dir, RETRY_BACKOFF="0.01", PUBLISH_EVERY="5")
     values.update(sftp_server.env(tmp_path / "known_hosts"))
     env_file = tmp_path / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
@@ -52,12 +67,15 @@ def test_sigkill_loop_loses_and_duplicates_nothing(graph, sftp_server, data_dir,
     runs = 0
     second = 0
     for _ in range(ITERATIONS):
+        added_files = added_bytes = 0
         for _ in range(rng.randint(0, 8)):
             second += 1
             attachments = [
                 file_attachment(f"f{second}-{n}.bin", os.urandom(rng.randint(0, 90_000)))
                 for n in range(rng.choice((0, 0, 1, 2)))
             ]
+            added_files += len(attachments)
+            added_bytes += sum(a.byte_size for a in attachments)
             expected.append(
                 graph.mailbox.add_message(
                     now + timedelta(seconds=second), attachments=attachments
@@ -75,10 +93,14 @@ def test_sigkill_loop_loses_and_duplicates_nothing(graph, sftp_server, data_dir,
             else:
                 assert result.returncode == 0, result.stderr
         elif choice < 0.9:
+            moment = random_moment(rng, graph, sftp_server, added_files, added_bytes)
             process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            time.sleep(rng.uniform(0.05, 0.9))
+            wait_until(
+                lambda p=process, m=moment: p.poll() is not None or m(),
+                "the run to reach the chosen moment or end",
+            )
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 kills["random moment"] += 1
@@ -86,7 +108,7 @@ def test_sigkill_loop_loses_and_duplicates_nothing(graph, sftp_server, data_dir,
         else:
             assert subprocess.run(command, capture_output=True).returncode == 0
 
-    assert sum(kills.values()) >= MIN_KILLS
+    assert set(kills) == {*crashpoints.POINTS, "random moment"}, "every kind of kill happened"
     graph.latency = 0
     final = subprocess.run(command, capture_output=True, text=True)
     assert final.returncode == 0, final.stderr

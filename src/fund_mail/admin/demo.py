@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -111,9 +110,9 @@ def run_demo() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="fund_mail_demo_"))
     data_dir = workdir / "data"
     with GraphEmulator(tls_dir=workdir / "emulator-tls") as graph:
-        # The emulator's throwaway CA: requests (and so msal) trust it through this variable.
-        os.environ["REQUESTS_CA_BUNDLE"] = str(graph.tls.ca_cert)
-        config = config_from_values(graph.env_values(data_dir), source="demo")
+        # The emulator's throwaway CA is the one the sessions trust.
+        values = graph.env_values(data_dir, REQUESTS_CA_BUNDLE=str(graph.tls.ca_cert))
+        config = config_from_values(values, source="demo")
         now = datetime.now(UTC).replace(microsecond=0)
         print(f"Graph emulator at {graph.url}, mailbox {graph.mailbox.address}")
         # History from yesterday: it is before the baseline, so it is never archived.

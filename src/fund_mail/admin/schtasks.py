@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+import platform
 from xml.sax.saxutils import escape
 
 TASK_NAME = "fund_mail_once"
@@ -14,8 +17,8 @@ TEMPLATE = """<?xml version="1.0" encoding="UTF-16"?>
   </RegistrationInfo>
   <Triggers>
     <TimeTrigger>
-      <StartBoundary>2025-01-01T00:00:00</StartBoundary>
       <Enabled>true</Enabled>
+      <StartBoundary>2025-01-01T00:00:00</StartBoundary>
       <Repetition>
         <Interval>PT5M</Interval>
         <StopAtDurationEnd>false</StopAtDurationEnd>
@@ -25,7 +28,7 @@ TEMPLATE = """<?xml version="1.0" encoding="UTF-16"?>
   <Principals>
     <Principal id="Author">
       <UserId>{user}</UserId>
-      <LogonType>Password</LogonType>
+      <LogonType>{logon}</LogonType>
       <RunLevel>LeastPrivilege</RunLevel>
     </Principal>
   </Principals>
@@ -59,26 +62,43 @@ TEMPLATE = """<?xml version="1.0" encoding="UTF-16"?>
 """
 
 
-def task_xml(folder: str = "c:\\fund_mail", user: str = "%USERDOMAIN%\\%USERNAME%") -> str:
-    """LogonType Password is "run whether user is logged on or not": the task runs in a
-    non-interactive session, so no console window appears. IgnoreNew skips a start while the
-    previous run is still busy; ExecutionTimeLimit stops a run that hangs for an hour."""
+# Both are "run whether user is logged on or not": a non-interactive session, no console window.
+# Password stores the account's password with the task; S4U stores none, but the task then has
+# no network credentials (fine for HTTPS and SFTP, not for a DATA_DIR on a network share).
+LOGON_TYPES = {"password": "Password", "s4u": "S4U"}
+
+
+def current_user() -> str:
+    """DOMAIN\\user of the account running this, as Task Scheduler wants it. schtasks /XML
+    does not expand %USERDOMAIN%\\%USERNAME%, so the real names are written."""
+    user = os.environ.get("USERNAME") or getpass.getuser()
+    domain = os.environ.get("USERDOMAIN") or platform.node().split(".")[0]
+    return f"{domain}\\{user}" if domain else user
+
+
+def task_xml(folder: str = "c:\\fund_mail", user: str = "", logon: str = "password") -> str:
+    """IgnoreNew skips a start while the previous run is still busy; ExecutionTimeLimit stops a
+    run that hangs for an hour. Elements keep the order the Task Scheduler schema requires."""
     folder = folder.rstrip("\\/")
     return TEMPLATE.format(
         name=TASK_NAME,
-        user=escape(user),
+        user=escape(user or current_user()),
+        logon=LOGON_TYPES[logon],
         command=escape(f"{folder}\\fund_mail_once.exe"),
         folder=escape(folder),
     )
 
 
-def schtasks_command(xml_path: str, user: str = "%USERDOMAIN%\\%USERNAME%") -> str:
-    """/RP * makes schtasks ask for the account's password, which the task needs to run while
-    nobody is logged on."""
+def schtasks_command(xml_path: str, user: str = "", logon: str = "password") -> str:
+    """Password: /RP * makes schtasks ask for the account's password, which the task needs to
+    run while nobody is logged on. S4U: the XML names the account and no password is asked."""
+    if logon == "s4u":
+        return f'schtasks /Create /TN "{TASK_NAME}" /XML "{xml_path}" /F'
+    user = user or current_user()
     return f'schtasks /Create /TN "{TASK_NAME}" /XML "{xml_path}" /RU "{user}" /RP * /F'
 
 
-def write_task_xml(path: str, folder: str, user: str) -> None:
+def write_task_xml(path: str, folder: str, user: str = "", logon: str = "password") -> None:
     """UTF-16 with a byte order mark: the encoding Task Scheduler exports and schtasks reads."""
     with open(path, "w", encoding="utf-16") as out:
-        out.write(task_xml(folder, user))
+        out.write(task_xml(folder, user, logon))

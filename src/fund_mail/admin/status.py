@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import sqlite3
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
+from fund_mail.archive.fsutil import lock_holder
 from fund_mail.archive.index import INDEX_NAME, audit_history, imap_state
+from fund_mail.archive.manifest import DAY_RE
+from fund_mail.archive.quarantine import quarantined
 from fund_mail.archive.rows import local_time, parse_graph_time
+from fund_mail.archive.store import open_readonly
 from fund_mail.config import Config
 from fund_mail.errors import StateError
 
@@ -21,8 +25,23 @@ def _local(text: str | None, config: Config) -> str:
 
 def _query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
     # mode=ro: --status must not create or change anything, not even the index.
-    with sqlite3.connect(f"file:{path.as_posix()}?mode=ro", uri=True) as conn:
+    with open_readonly(path) as conn:
         return conn.execute(sql, params).fetchall()
+
+
+LOCKS = ("fund_mail_once", "fund_mail_one_day", "fund_mail_delivery")
+
+
+def _locks(data_dir: Path) -> str:
+    """Which commands are running now, since when, and as which process."""
+    held = []
+    for name in LOCKS:
+        holder = lock_holder(data_dir / f"{name}.lock")
+        if holder:
+            pid, started = holder
+            age = max(0, int(time.time()) - started)
+            held.append(f"{name} held by PID {pid} for {age // 60} min {age % 60} s")
+    return "; ".join(held) if held else "none held (no run in progress)"
 
 
 def imap_lines(config: Config) -> list[str]:
@@ -61,6 +80,15 @@ def cursor_lines(config: Config) -> list[str]:
 def status_report(config: Config) -> str:
     lines = [f"fund_mail status for {config.email_id} (DATA_DIR {config.data_dir})"]
     lines += imap_lines(config) if config.mail_source == "imap" else cursor_lines(config)
+    lines.append(f"  locks:             {_locks(config.data_dir)}")
+    held = quarantined(config.data_dir)
+    if held:
+        name, error = held[-1]
+        lines.append(
+            f"  quarantine:        {len(held)} message(s) could not be stored, see "
+            f"{config.data_dir / 'quarantine'} (newest {name}: {error.splitlines()[0][:120]})"
+        )
+    lines += local_disk_lines(config)
     index = config.data_dir / INDEX_NAME
     if not index.exists():
         lines.append("  runs:              none recorded yet")
@@ -115,7 +143,34 @@ def status_report(config: Config) -> str:
     else:
         lines.append("  last error:        none")
     lines += audit_lines(config)
+    lines.append(alert_line(config))
     return "\n".join(lines)
+
+
+def local_disk_lines(config: Config) -> list[str]:
+    """Disk used by DATA_DIR and its oldest day folder that still holds data."""
+    if not config.data_dir.is_dir():
+        return ["  disk used:         nothing yet"]
+    used = sum(p.stat().st_size for p in config.data_dir.rglob("*") if p.is_file())
+    days = sorted(
+        d.name
+        for d in config.data_dir.iterdir()
+        if d.is_dir() and DAY_RE.match(d.name) and _holds_data(d)
+    )
+    keep = (
+        f"RETAIN_DAYS={config.retain_days}"
+        if config.retain_days
+        else "kept forever (RETAIN_DAYS is empty)"
+    )
+    return [
+        f"  disk used:         {used / 1024**2:.1f} MB in {config.data_dir}",
+        f"  oldest local day:  {days[0] if days else 'none'} ({keep})",
+    ]
+
+
+def _holds_data(day_dir: Path) -> bool:
+    """A day whose data retention removed keeps only its manifest."""
+    return any(p.is_file() and not p.name.startswith("manifest_") for p in day_dir.rglob("*"))
 
 
 def audit_lines(config: Config, today: date | None = None) -> list[str]:
@@ -144,3 +199,16 @@ def audit_lines(config: Config, today: date | None = None) -> list[str]:
             )
         lines.append(f"    {day}  {state}")
     return lines
+
+
+def alert_line(config: Config) -> str:
+    """The problems an alert mail is out for (read from the alert state, never written)."""
+    if not config.alert_to:
+        return "  alerts:            off (ALERT_TO is empty)"
+    from fund_mail.alerts import load_state
+
+    active = load_state(config.data_dir).get("active", {})
+    if not active:
+        return f"  alerts:            none active; mail goes to {', '.join(config.alert_to)}"
+    titles = "; ".join(entry["condition"]["title"] for entry in active.values())
+    return f"  alerts:            {len(active)} active: {titles}"

@@ -15,6 +15,22 @@ from fund_mail.errors import StateError
 
 STATE_NAME = "LAST_TIME.json"
 FUTURE_TOLERANCE = timedelta(days=1)  # clock skew between the PC and Microsoft 365
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)  # the cursor of an empty mailbox; nothing is older
+
+
+def _trusted_time(data: dict, key: str) -> datetime:
+    """A cursor time this tool could have written: from 1970 up to about now.
+
+    A year-0001 or year-9999 time would overflow the scan window's arithmetic, and a time in
+    the future would make every scan start after the newest mail.
+    """
+    text = str(data[key])
+    moment = parse_graph_time(text)
+    if moment < EARLIEST:
+        raise ValueError(f"{key} {text} is before 1970")
+    if moment > datetime.now(UTC) + FUTURE_TOLERANCE:
+        raise ValueError(f"{key} {text} is in the future")
+    return moment
 
 
 @dataclass(frozen=True)
@@ -56,18 +72,15 @@ def read_cursor(data_dir: Path) -> Cursor | None:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
-        last_time = parse_graph_time(str(data["last_fetch_time"]))
-        if last_time > datetime.now(UTC) + FUTURE_TOLERANCE:
-            # A cursor in the future would make every scan start after the newest mail.
-            raise ValueError(f"last_fetch_time {data['last_fetch_time']} is in the future")
-        floor = data.get("archive_floor")
         return Cursor(
             last_email_id=str(data.get("last_email_id") or ""),
-            last_fetch_time=last_time,
+            last_fetch_time=_trusted_time(data, "last_fetch_time"),
             title=str(data.get("title") or ""),
-            archive_floor=parse_graph_time(floor) if floor else None,
+            archive_floor=_trusted_time(data, "archive_floor")
+            if data.get("archive_floor")
+            else None,
         )
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as e:
         raise StateError(f"{path} is unreadable ({type(e).__name__}: {e}). {fix}") from e
 
 

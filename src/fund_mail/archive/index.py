@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from fund_mail import crashpoints
-from fund_mail.archive.fsutil import fsync_path
-from fund_mail.archive.store import remove_messages
+from fund_mail.archive.fsutil import RunLock, fsync_path
+from fund_mail.archive.store import open_readonly, remove_messages
 from fund_mail.errors import StateError
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,52 @@ CREATE TABLE IF NOT EXISTS runs (
     db_file TEXT NOT NULL DEFAULT '',
     error TEXT NOT NULL DEFAULT ''
 );
+-- One SHA-256 per archived file, taken once after publishing. The manifest lists it, delivery
+-- marks it delivered once the server holds the same size, and retention trusts nothing else.
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    hashed_at TEXT NOT NULL,
+    delivered_at TEXT
+);
+-- The manifest chain: the SHA-256 of each day's manifest as written and as delivered.
+-- pending: files were hashed for the day, and its manifest is not rewritten yet.
+CREATE TABLE IF NOT EXISTS manifests (
+    day TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL,
+    delivered_sha256 TEXT NOT NULL DEFAULT '',
+    removed_at TEXT,
+    pending INTEGER NOT NULL DEFAULT 0
+);
 """
+PUBLISH_LOCK = "fund_mail_publish.lock"  # held from the commit point to the rename
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    delivered_at: str | None
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    day: str
+    sha256: str
+    delivered_sha256: str
+    removed_at: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    started_at: str
+    finished_at: str
+    exit_code: int
+    error: str
 
 
 def utc_now_text() -> str:
@@ -127,18 +172,12 @@ class AuditRecord:
         return not self.error and self.missing == self.repaired
 
 
-def read_only(path: Path) -> sqlite3.Connection:
-    """A connection that cannot create or change the file (for --status and checks)."""
-    # as_uri() escapes '#', '?', '%' and spaces, and writes UNC paths as file://server/...
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-
-
 def audit_history(data_dir: Path, days: Iterable[str]) -> dict[str, AuditRecord]:
     """The newest audit of each day, read-only; {} when the index has no audits yet."""
     path = data_dir / INDEX_NAME
     if not path.exists():
         return {}
-    conn = read_only(path)
+    conn = open_readonly(path)
     try:
         latest = {}
         for day in days:
@@ -162,7 +201,7 @@ def imap_state(data_dir: Path) -> tuple[str | None, list[tuple[str, int, int, st
     path = data_dir / INDEX_NAME
     if not path.exists():
         return None, []
-    conn = read_only(path)
+    conn = open_readonly(path)
     try:
         floor = conn.execute("SELECT floor_utc FROM imap_baseline").fetchone()
         folders = conn.execute(
@@ -180,7 +219,7 @@ def _ids_in_db(path: Path) -> list[tuple[str, str]]:
     if not path.is_file():
         return []
     try:
-        conn = read_only(path)
+        conn = open_readonly(path)
         try:
             rows = conn.execute("SELECT email_id, email_time FROM fund_mail").fetchall()
         finally:
@@ -350,7 +389,7 @@ class ArchiveIndex:
         archived: list[tuple[str, str]],
         source: str | None = None,
         exclusive: bool = True,
-        fingerprints: list[tuple[str, str]] = (),
+        fingerprints: Sequence[tuple[str, str]] = (),
     ) -> Published | None:
         """Give a finished temporary DB its final name, recording it (and its ids) first.
 
@@ -360,8 +399,28 @@ class ArchiveIndex:
         the DB first, under the index's write lock, so that no id ends up in two DBs; None when
         nothing is left. A backfill is not exclusive: it writes whole days on request, and the
         first DB stays the id's record. fingerprints: (fingerprint, email_id) of the IMAP source,
-        recorded with the ids.
+        recorded with the ids. The publish lock is held from the commit point to the rename, so
+        that the service can stop a cycle without killing it mid-publish.
         """
+        with self.publish_lock():
+            return self._publish(
+                tmp_path, day_dir, stem, command, archived, source, exclusive, fingerprints
+            )
+
+    def publish_lock(self) -> RunLock:
+        return RunLock(self.data_dir / PUBLISH_LOCK, "publish", wait=60)
+
+    def _publish(
+        self,
+        tmp_path: Path,
+        day_dir: Path,
+        stem: str,
+        command: str,
+        archived: list[tuple[str, str]],
+        source: str | None,
+        exclusive: bool,
+        fingerprints: Sequence[tuple[str, str]],
+    ) -> Published | None:
         with self.transaction() as conn:
             dropped = (0, 0)
             if exclusive:
@@ -430,7 +489,8 @@ class ArchiveIndex:
                 log.warning(
                     "Finishing the publish of %s that an earlier run left half done", relative
                 )
-                self._finish_publish(relative, tmp_path, final)
+                with self.publish_lock():
+                    self._finish_publish(relative, tmp_path, final)
             elif final.exists():
                 with self.transaction() as conn:
                     conn.execute("DELETE FROM publishing WHERE final_path = ?", (relative,))
@@ -458,12 +518,32 @@ class ArchiveIndex:
         )
         return [r[0] for r in rows]
 
-    def mark_delivered(self, relative: str) -> None:
+    def mark_delivered(self, relative: str, files: Iterable[tuple[str, int, int]] = ()) -> None:
+        """The DB left the outbox; each (path, size, mtime_ns) landed with that size.
+
+        A file counts as delivered only while it is still the file that was hashed (same size
+        and modification time), so the recorded SHA-256 is the SHA-256 of what was sent.
+        """
+        now = utc_now_text()
         with self.transaction() as conn:
             conn.execute(
                 "UPDATE outbox SET delivered_at = ?, attempts = attempts + 1, last_error = '' "
                 "WHERE db_path = ?",
-                (utc_now_text(), relative),
+                (now, relative),
+            )
+            conn.executemany(
+                "UPDATE file_hashes SET delivered_at = ? WHERE path = ? AND size = ? "
+                "AND mtime_ns = ?",
+                [(now, path, size, mtime_ns) for path, size, mtime_ns in files],
+            )
+
+    def confirm_files(self, paths: Iterable[str]) -> None:
+        """Files whose server copy was read back with the recorded size and SHA-256."""
+        now = utc_now_text()
+        with self.transaction() as conn:
+            conn.executemany(
+                "UPDATE file_hashes SET delivered_at = ? WHERE path = ? AND delivered_at IS NULL",
+                [(now, path) for path in paths],
             )
 
     def mark_failed(self, relative: str, error: str) -> None:
@@ -557,3 +637,114 @@ class ArchiveIndex:
                     error[:1000],
                 ),
             )
+
+    def recent_runs(self, command: str, limit: int) -> list[RunRecord]:
+        """The command's latest runs, newest first; runs that found the lock held are left out."""
+        rows = self._conn.execute(
+            "SELECT started_at, coalesce(finished_at, started_at), exit_code, error FROM runs "
+            "WHERE command = ? AND exit_code <> 3 ORDER BY id DESC LIMIT ?",
+            (command, limit),
+        )
+        return [RunRecord(*row) for row in rows]
+
+    def last_success(self, command: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT max(finished_at) FROM runs WHERE command = ? AND exit_code = 0", (command,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def first_run(self, command: str) -> str | None:
+        row = self._conn.execute(
+            "SELECT min(started_at) FROM runs WHERE command = ?", (command,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def oldest_queued(self) -> tuple[int, str | None]:
+        """How many DBs wait for delivery, and since when the oldest has waited."""
+        row = self._conn.execute(
+            "SELECT count(*), min(queued_at) FROM outbox WHERE delivered_at IS NULL"
+        ).fetchone()
+        return row[0], row[1]
+
+    # -- file hashes and the manifest chain ------------------------------------------------
+    def unhashed_dbs(self) -> list[str]:
+        """Published DBs whose files have no recorded hash yet (the newest work, or a crash)."""
+        rows = self._conn.execute(
+            "SELECT db_path FROM outbox WHERE db_path NOT IN (SELECT path FROM file_hashes) "
+            "AND db_path NOT IN (SELECT final_path FROM publishing) ORDER BY id"
+        )
+        return [r[0] for r in rows]
+
+    def file_records(self, day: str) -> dict[str, FileRecord]:
+        rows = self._conn.execute(
+            "SELECT path, size, mtime_ns, sha256, delivered_at FROM file_hashes "
+            "WHERE path LIKE ? ORDER BY path",
+            (f"{day}/%",),
+        )
+        return {row[0]: FileRecord(*row) for row in rows}
+
+    def hashed(self, path: str) -> bool:
+        row = self._conn.execute("SELECT 1 FROM file_hashes WHERE path = ?", (path,)).fetchone()
+        return row is not None
+
+    def record_hash(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
+        """The first hash of a file is the one kept: a later change must show up, not replace it."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO file_hashes (path, size, mtime_ns, sha256, hashed_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (path, size, mtime_ns, sha256, utc_now_text()),
+            )
+
+    def hashed_days(self, since: str) -> list[str]:
+        """Days from since on that have hashed files (a range scan of the primary key)."""
+        rows = self._conn.execute(
+            "SELECT DISTINCT substr(path, 1, instr(path, '/') - 1) AS day FROM file_hashes "
+            "WHERE path >= ? ORDER BY day",
+            (since,),
+        )
+        return [r[0] for r in rows]
+
+    def mark_pending(self, day: str) -> None:
+        """Before a day's new files are hashed: its manifest must be rewritten."""
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO manifests (day, sha256, pending) VALUES (?, '', 1) "
+                "ON CONFLICT (day) DO UPDATE SET pending = 1",
+                (day,),
+            )
+
+    def pending_days(self) -> set[str]:
+        rows = self._conn.execute("SELECT day FROM manifests WHERE pending = 1")
+        return {r[0] for r in rows}
+
+    def manifests(self) -> dict[str, ManifestRecord]:
+        """Days with a written manifest, in order."""
+        rows = self._conn.execute(
+            "SELECT day, sha256, delivered_sha256, removed_at FROM manifests "
+            "WHERE sha256 <> '' ORDER BY day"
+        )
+        return {row[0]: ManifestRecord(*row) for row in rows}
+
+    def record_manifest(self, day: str, sha256: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO manifests (day, sha256) VALUES (?, ?) "
+                "ON CONFLICT (day) DO UPDATE SET sha256 = excluded.sha256, pending = 0",
+                (day, sha256),
+            )
+
+    def mark_manifest_delivered(self, day: str, sha256: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE manifests SET delivered_sha256 = ? WHERE day = ?", (sha256, day))
+
+    def mark_day_removed(self, day: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE manifests SET removed_at = coalesce(removed_at, ?) WHERE day = ?",
+                (utc_now_text(), day),
+            )
+
+    def queued_days(self) -> set[str]:
+        rows = self._conn.execute("SELECT db_path FROM outbox WHERE delivered_at IS NULL")
+        return {r[0].split("/", 1)[0] for r in rows}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -54,13 +55,66 @@ def local_time(moment: datetime, tz: ZoneInfo) -> str:
     return _seconds(moment.astimezone(tz), " ")
 
 
-def _address(recipient: dict | None) -> tuple[str, str]:
-    email = (recipient or {}).get("emailAddress") or {}
-    return (email.get("address") or "", email.get("name") or "")
+def received_time(message: dict) -> datetime | None:
+    """A message's receivedDateTime, None when it is missing or not a usable time."""
+    value = message.get("receivedDateTime")
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_graph_time(value)
+    except (ValueError, OverflowError):
+        return None
 
 
-def _addresses(recipients: list | None) -> str:
-    return ", ".join(a for a, _ in map(_address, recipients or []) if a)
+def received_text(message: dict) -> str:
+    """receivedDateTime in graph_time form, '' when it is missing (kept in the index)."""
+    moment = received_time(message)
+    return graph_time(moment) if moment else ""
+
+
+def unstorable_reason(message: Any) -> str | None:
+    """Why a listed item cannot become a row at all (no id to store or de-duplicate by)."""
+    if not isinstance(message, dict):
+        return f"not a JSON object but {type(message).__name__}"
+    if not isinstance(message.get("id"), str) or not message["id"]:
+        return "it has no id"
+    attachments = message.get("attachments")
+    if attachments is not None and not (
+        isinstance(attachments, list)
+        and all(isinstance(a, dict) and isinstance(a.get("id"), str) for a in attachments)
+    ):
+        return "its attachments list is malformed"
+    return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _address(recipient: Any) -> tuple[str, str]:
+    email = recipient.get("emailAddress") if isinstance(recipient, dict) else None
+    if not isinstance(email, dict):
+        return ("", "")
+    return (_text(email.get("address")), _text(email.get("name")))
+
+
+def _addresses(recipients: Any) -> str:
+    if not isinstance(recipients, list):
+        return ""
+    return ", ".join(a for a, _ in map(_address, recipients) if a)
+
+
+def missing_fields(message: dict) -> list[str]:
+    """The fields a well-formed message has that this one lacks (null, absent or malformed)."""
+    missing = [k for k in ("from", "sender") if not _address(message.get(k))[0]]
+    if received_time(message) is None:
+        missing.append("receivedDateTime")
+    if not isinstance(message.get("subject"), str):
+        missing.append("subject")
+    body = message.get("body")
+    if not isinstance(body, dict) or not isinstance(body.get("content"), str):
+        missing.append("body")
+    return missing
 
 
 def is_sent(
@@ -89,25 +143,32 @@ def message_row(
     mailbox: str,
     sent_folder_id: str | None,
     tz: ZoneInfo,
-    notes: list[str] = (),
+    notes: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """One fund_mail row (without id) from a Graph message dict."""
-    received = parse_graph_time(message["receivedDateTime"])
+    """One fund_mail row (without id) from a Graph message dict.
+
+    A field that is null, absent or malformed is stored empty and named in the note, so one odd
+    message never blocks the mailbox (only a message without an id cannot be stored).
+    """
+    received = received_time(message)
     sender_address, sender_name = _address(message.get("sender"))
     from_address, from_name = _address(message.get("from"))
-    body = message.get("body") or {}
+    body = message.get("body")
+    missing = missing_fields(message)
+    if missing:
+        notes = [*notes, f"missing in Graph's answer: {', '.join(missing)}"]
     return {
         "email_id": message["id"],
-        "subject": message.get("subject") or "",
+        "subject": _text(message.get("subject")),
         "sender_address": sender_address,
         "sender_name": sender_name,
         "from_address": from_address,
         "from_name": from_name,
         "to_recipients": _addresses(message.get("toRecipients")),
         "cc_recipients": _addresses(message.get("ccRecipients")),
-        "email_time": email_time(received),
-        "kst_time": local_time(received, tz),
-        "content": body.get("content") or "",
+        "email_time": email_time(received) if received else "",
+        "kst_time": local_time(received, tz) if received else "",
+        "content": _text(body.get("content")) if isinstance(body, dict) else "",
         "msg_kind": "sent"
         if is_sent(message, mailbox, sent_folder_id, (from_address, sender_address))
         else "receive",

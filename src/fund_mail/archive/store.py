@@ -6,12 +6,16 @@ ARCHITECTURE.md for why the order matters.
 
 from __future__ import annotations
 
+import os
+import re
 import sqlite3
 from importlib.resources import files
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
+from urllib.parse import quote
 
 from fund_mail.archive.fsutil import fsync_path
+from fund_mail.errors import UnsafePath
 
 SCHEMA_SQL = files("fund_mail.archive").joinpath("schema.sql").read_text(encoding="utf-8")
 MAIL_COLUMNS = (
@@ -28,6 +32,24 @@ _INSERT_ATTACH = (
 )
 
 
+def readonly_uri(path: Path | str) -> str:
+    """A SQLite file: URI for a read-only open, escaped so that #, ?, % and spaces in a folder
+    name stay part of the path. The authority is always empty: c:\\x becomes file:///c:/x and
+    \\\\server\\share\\x becomes file:////server/share/x, the forms SQLite's Windows VFS reads."""
+    text = str(path)
+    windows = PureWindowsPath(text)
+    if windows.drive:
+        text = "/" + windows.as_posix().lstrip("/") if ":" in windows.drive else windows.as_posix()
+    else:
+        text = os.path.abspath(text)
+    return f"file://{quote(text, safe='/:')}?mode=ro"
+
+
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """Open an existing DB without ever creating or changing it."""
+    return sqlite3.connect(readonly_uri(path), uri=True)
+
+
 def insert_message(
     conn: sqlite3.Connection, row: dict[str, Any], attachments: list[dict[str, Any]]
 ) -> int:
@@ -37,7 +59,9 @@ def insert_message(
         f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
         [row[c] for c in MAIL_COLUMNS],
     )
-    parent_id = int(cursor.lastrowid)
+    parent_id = cursor.lastrowid
+    if parent_id is None:
+        raise sqlite3.DatabaseError("the archive DB gave no row id for an inserted message")
     for attachment in attachments:
         values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
         conn.execute(_INSERT_ATTACH, [values[c] for c in ATTACH_COLUMNS])
@@ -126,3 +150,39 @@ class ArchiveDb:
         finally:
             self.path.unlink(missing_ok=True)
             Path(f"{self.path}-journal").unlink(missing_ok=True)
+
+
+def inside_data_dir(data_dir: Path, relative: object, db_relative: str) -> Path:
+    """The local file a path read back from the index or an archive DB names, refused when it
+    could point outside DATA_DIR (.., absolute, a drive letter, a backslash) on any system."""
+    text = relative if isinstance(relative, str) else ""
+    parts = text.split("/")
+    if (
+        not text
+        or re.search(r"[\\:\x00]", text)
+        or text.startswith("/")
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise UnsafePath(
+            f"{db_relative} names the file {relative!r}, which points outside DATA_DIR: "
+            "refused, nothing of this DB was sent. The DB may have been edited by hand; "
+            "restore it from a backup or remove it from the outbox."
+        )
+    return data_dir.joinpath(*parts)
+
+
+def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
+    """(local path, path relative to DATA_DIR) for each attachment of a DB, then the DB.
+
+    Nothing read from a DB is trusted: a path that leads outside DATA_DIR raises UnsafePath.
+    """
+    db_path = inside_data_dir(data_dir, db_relative, db_relative)
+    with open_readonly(db_path) as conn:
+        rows = conn.execute(
+            "SELECT DISTINCT save_folder, phy_file_name FROM fund_mail_attach ORDER BY id"
+        ).fetchall()
+    files = []
+    for folder, name in rows:
+        relative = f"{folder}/{name}" if isinstance(folder, str) and isinstance(name, str) else None
+        files.append((inside_data_dir(data_dir, relative, db_relative), str(relative)))
+    return files + [(db_path, db_relative)]

@@ -143,6 +143,9 @@ class Message:
     moves: int = 0
     visible: bool = True
     sent: datetime | None = None
+    # Malformed items as a broken server might send them: field -> value as rendered
+    # (None renders null, Ellipsis leaves the field out).
+    broken: dict = field(default_factory=dict)
     # Rendered JSON by request shape and message state: a list page re-renders nothing that
     # has not changed, so the emulator's own time stays inside the latency it injects.
     _rendered: dict = field(default_factory=dict, repr=False, compare=False)
@@ -162,6 +165,7 @@ class Message:
             tuple(self.to), tuple(self.cc), self.body_html, self.is_draft, self.moves,
             self.sent,
             tuple((a.id, a.name, a.kind, a.byte_size, a.is_inline) for a in self.attachments),
+            dict(self.broken),
         )  # fmt: skip
         key = (
             immutable,
@@ -238,6 +242,11 @@ class Message:
                 for a in self.attachments
                 if a.kind != REFERENCE or list_references
             ]
+        for key, value in self.broken.items():
+            if value is Ellipsis:
+                shown.pop(key, None)
+            else:
+                shown[key] = value
         return shown
 
     def mime(self) -> bytes:

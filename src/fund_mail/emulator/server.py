@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, unquote_plus, urlencode, urlsplit
 
 from fund_mail.emulator.mailbox import (
@@ -130,6 +131,8 @@ class GraphEmulator:
         self.max_page: int | None = None  # pages shorter than $top while more follow
         self.list_reference_attachments = True
         self.deny_access = False
+        self.allow_send = True  # the app holds Mail.Send
+        self.sent_mail: list[dict] = []  # what sendMail accepted, oldest first
         self.concurrency_limit = 4
         self._tokens: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -138,8 +141,11 @@ class GraphEmulator:
         # The concurrency limit is Graph's per app and mailbox, so in-flight counts are too.
         self._in_flight_by_mailbox: dict[str, int] = {}
         self.max_in_flight_by_mailbox: dict[str, int] = {}
-        self._tmp = None if tls_dir else tempfile.TemporaryDirectory(prefix="fm-emulator-")
-        self.tls: TlsFiles = make_tls_files(tls_dir or Path(self._tmp.name))
+        self._tmp = None
+        if tls_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="fm-emulator-")
+            tls_dir = Path(self._tmp.name)
+        self.tls: TlsFiles = make_tls_files(tls_dir)
         self._server: ThreadingHTTPServer | None = None
         self.url = ""
 
@@ -166,7 +172,7 @@ class GraphEmulator:
     def __enter__(self) -> GraphEmulator:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.stop()
 
     # -- test controls ---------------------------------------------------------------------
@@ -360,7 +366,7 @@ def _aad_error(status: int, error: str, code: int, description: str) -> tuple[in
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: _TlsServer
+    server: _TlsServer  # pyright: ignore[reportIncompatibleVariableOverride] - ours is TLS
 
     def setup(self) -> None:
         try:
@@ -553,7 +559,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._openid(segments[0])
         if len(segments) == 4 and segments[1:] == ["oauth2", "v2.0", "token"] and method == "POST":
             return self._token(segments[0])
-        if segments[:2] != ["v1.0", "users"] or len(segments) < 4 or method != "GET":
+        send_mail = method == "POST" and segments[3:] == ["sendMail"]
+        if (
+            segments[:2] != ["v1.0", "users"]
+            or len(segments) < 4
+            or not (method == "GET" or send_mail)
+        ):
             return self._error(400, "BadRequest", f"Unsupported request {method} {split.path}")
         auth = self.headers.get("Authorization", "")
         if not auth.startswith("Bearer ") or not self.emulator._token_valid(auth[7:]):
@@ -568,6 +579,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(
                 404, "ErrorInvalidUser", f"The requested user '{segments[2]}' is invalid."
             )
+        if send_mail:
+            return self._send_mail()
         if self.emulator.deny_access or segments[2].lower() in self.emulator.denied_mailboxes:
             return self._error(403, "ErrorAccessDenied", "Access to OData is disabled.")
         rest = segments[3:]
@@ -679,6 +692,28 @@ class _Handler(BaseHTTPRequestHandler):
                 "access_token": self.emulator._issue_token(),
             },
         )
+
+    def _send_mail(self) -> None:
+        """POST /users/{upn}/sendMail: 202 with no body; the message is kept in sent_mail."""
+        if not self.emulator.allow_send:
+            return self._error(403, "ErrorAccessDenied", "Access is denied. Check credentials.")
+        try:
+            message = json.loads(self._body)["message"]
+            subject = message["subject"]
+            body = message["body"]
+            to = [r["emailAddress"]["address"] for r in message["toRecipients"]]
+        except (ValueError, KeyError, TypeError):
+            return self._error(400, "ErrorInvalidRequest", "The request body is not valid.")
+        if not to:
+            return self._error(
+                400, "ErrorInvalidRecipients", "At least one recipient is not valid."
+            )
+        if body.get("contentType", "").lower() not in ("text", "html"):
+            return self._error(400, "ErrorInvalidRequest", "Invalid body contentType.")
+        self.emulator.sent_mail.append(
+            {"to": to, "subject": subject, "body": body, "raw": json.loads(self._body)}
+        )
+        self._send(202, b"", "text/plain")
 
     # -- messages --------------------------------------------------------------------------
     def _messages_route(
@@ -836,7 +871,9 @@ class _Handler(BaseHTTPRequestHandler):
         top = int(ctx.query.get("$top", "10"))
         skip = int(ctx.query.get("$skip", "0"))
         page = children[skip : skip + top]
-        payload = {"value": [_select(f.render(mailbox), ctx.query.get("$select")) for f in page]}
+        payload: dict[str, Any] = {
+            "value": [_select(f.render(mailbox), ctx.query.get("$select")) for f in page]
+        }
         if skip + len(page) < len(children):
             payload["@odata.nextLink"] = (
                 f"{self.emulator.url}{urlsplit(self.path).path}?"
@@ -858,6 +895,8 @@ class _Context:
 def _classify(segments: list[str]) -> str:
     if "token" in segments[-1:]:
         return "token"
+    if segments[-1:] == ["sendMail"]:
+        return "sendmail"
     if ".well-known" in segments or "discovery" in segments:
         return "discovery"
     if "attachments" in segments:

@@ -7,9 +7,12 @@ requests a run makes are the byte downloads, at most MAX_CONCURRENCY at a time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import requests
 
 from fund_mail.archive.rows import (
     REFERENCE_ATTACHMENT,
@@ -19,6 +22,7 @@ from fund_mail.archive.rows import (
     phy_file_name,
     source_message_file_name,
 )
+from fund_mail.errors import RunFailed
 from fund_mail.graph.client import GraphClient, NotDownloadable
 
 log = logging.getLogger(__name__)
@@ -94,7 +98,11 @@ def start(client: GraphClient, jobs: list[AttachmentJob], attach_dir: Path) -> l
         except NotDownloadable:
             job.note = attachment_note(job.attachment)
             commit = _nothing
-        return finisher.submit(commit)
+        except requests.RequestException:
+            raise
+        except OSError as e:
+            raise _not_saved(job, dest, e) from e
+        return finisher.submit(_commit, commit, job, dest)
 
     pool = client.pool()
     return [pool.submit(fetch, job) for job in jobs]
@@ -102,6 +110,26 @@ def start(client: GraphClient, jobs: list[AttachmentJob], attach_dir: Path) -> l
 
 def _nothing() -> None:
     return None
+
+
+def _commit(commit: Callable[[], None], job: AttachmentJob, dest: Path) -> None:
+    """fsync and rename on the finisher thread; a refused rename fails the run as a clear
+    RunFailed, as a refused write does."""
+    try:
+        commit()
+    except OSError as e:
+        raise _not_saved(job, dest, e) from e
+
+
+def _not_saved(job: AttachmentJob, dest: Path, e: OSError) -> RunFailed:
+    # Typically Windows refusing the rename while another process holds dest open
+    # (fsutil.replace_into_place has already retried). Nothing of this run is recorded.
+    return RunFailed(
+        f"The attachment {job.attachment.get('name') or '(no name)'!r} could not be "
+        f"saved as {dest} ({type(e).__name__}: {e.strerror or e}). Another program (a "
+        "virus scanner, or fund_mail_one_day writing the same file) may hold it open; "
+        "this run archived nothing and the next run tries again."
+    )
 
 
 def finish(jobs: list[AttachmentJob], downloads: list[Future]) -> int:

@@ -5,18 +5,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
 import msal
 import requests
 from msal.authority import WELL_KNOWN_AUTHORITY_HOSTS
-from requests.adapters import HTTPAdapter
+from msal.exceptions import MsalServiceError
 
 from fund_mail.config import Config
 from fund_mail.errors import AuthError, RunFailed
 from fund_mail.graph.discovery import CACHE_NAME, CachedDiscovery
-from fund_mail.graph.retry import build_retry
+from fund_mail.graph.retry import (
+    TOKEN_ANSWERS,
+    certificate_problem,
+    graph_policy,
+    https_session,
+    is_certificate_error,
+    retried_by_urllib3,
+)
 from fund_mail.logs import REDACTOR
 
 log = logging.getLogger(__name__)
@@ -58,13 +66,24 @@ def _client_credential(config: Config) -> str | dict:
     }
 
 
-# Errors that say "try later", not "fix the configuration". msal replays a 429/5xx answer from
-# its cache for the Retry-After period (5 s when the header is missing or fractional), so a
-# retry waits a little longer than that.
+def certificate_expiry(path: Path, password: str = "") -> datetime:
+    """When the sign-in certificate (.pfx/.p12, or PEM) stops being valid, in UTC."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    data = path.read_bytes()
+    if path.suffix.lower() in (".pfx", ".p12"):
+        cert = pkcs12.load_key_and_certificates(data, password.encode() or None)[1]
+        if cert is None:
+            raise ValueError(f"{path} holds no certificate")
+    else:
+        cert = x509.load_pem_x509_certificate(data)
+    return cert.not_valid_after_utc
+
+
+# Errors that say "try later", not "fix the configuration"; retried by TOKEN_ANSWERS.
 TRANSIENT_ERRORS = {"temporarily_unavailable", "server_error", "request_timeout"}
-TRANSIENT_RETRIES = 2
 RENEW_AHEAD = 300.0  # seconds before expiry at which a cached bearer token is renewed
-THROTTLE_WAIT = 5.5
 
 
 def is_transient(result: dict) -> bool:
@@ -72,12 +91,24 @@ def is_transient(result: dict) -> bool:
     return not isinstance(error, str) or error in TRANSIENT_ERRORS
 
 
-def _sign_in_session(backoff: float) -> requests.Session:
+class _TryLater(Exception):
+    """A token answer that says "try later"; carries msal's result dict."""
+
+    def __init__(self, result: dict) -> None:
+        super().__init__(result.get("error"))
+        self.result = result
+
+
+def _answer(error: BaseException) -> dict:
+    """msal's result dict carried by a _TryLater."""
+    return error.result if isinstance(error, _TryLater) else {}
+
+
+def _sign_in_session(config: Config) -> requests.Session:
     """msal's HTTP client: the same retry policy as Graph's, the token POST included."""
-    session = requests.Session()
-    retry = build_retry(backoff, methods=frozenset({"GET", "POST"}))
-    session.mount("https://", HTTPAdapter(max_retries=retry))
-    return session
+    return https_session(
+        graph_policy(config.retry_backoff), config.ca_bundle, methods=frozenset({"GET", "POST"})
+    )
 
 
 class TokenProvider:
@@ -90,13 +121,11 @@ class TokenProvider:
         self.authority = f"{config.authority_host}/{config.tenant_id}"
         self._lock = threading.Lock()
         self._cached: tuple[str, float] | None = None  # (token, renew after), monotonic
-        self._discovery = CachedDiscovery(
-            _sign_in_session(config.retry_backoff), config.data_dir / CACHE_NAME
-        )
-        self._backoff = config.retry_backoff
-        for attempt in range(TRANSIENT_RETRIES + 1):
+        self._discovery = CachedDiscovery(_sign_in_session(config), config.data_dir / CACHE_NAME)
+
+        def sign_in_app() -> msal.ConfidentialClientApplication:
             try:
-                self._app = msal.ConfidentialClientApplication(
+                return msal.ConfidentialClientApplication(
                     config.client_id,
                     client_credential=_client_credential(config),
                     authority=self.authority,
@@ -106,26 +135,27 @@ class TokenProvider:
                     http_client=self._discovery,
                     timeout=config.http_timeout,
                 )
-                return
             except ValueError as e:
                 # msal raises ValueError when OIDC discovery is refused (unknown tenant).
                 raise AuthError(
                     f"The sign-in endpoint {self.authority} refused discovery: {e}. "
                     "Check TENANT_ID and AUTHORITY_HOST."
                 ) from e
-            except requests.RequestException as e:
-                if attempt == TRANSIENT_RETRIES:
-                    raise RunFailed(
-                        f"Could not reach the sign-in endpoint {self.authority}: "
-                        f"{type(e).__name__}. Check the network, proxy and REQUESTS_CA_BUNDLE; "
-                        "the next run tries again."
-                    ) from e
-                self._pause(type(e).__name__)
+            except requests.exceptions.SSLError as e:
+                raise certificate_problem(self.authority, e) from e
 
-    def _pause(self, why: str) -> None:
-        delay = max(self._backoff, 0.01) * 2
-        log.warning("The sign-in endpoint failed (%s); retrying in %.1fs", why, delay)
-        time.sleep(delay)
+        # A discovery answer cut off mid-body is tried again, as a Graph request would be.
+        self._app = graph_policy(config.retry_backoff).call(
+            sign_in_app,
+            requests.RequestException,
+            f"Discovery at {self.authority}",
+            give_up=retried_by_urllib3,
+            failed=lambda e, tries: RunFailed(
+                f"Could not reach the sign-in endpoint {self.authority}: "
+                f"{type(e).__name__}. Check the network, proxy and REQUESTS_CA_BUNDLE; "
+                "the next run tries again."
+            ),
+        )
 
     def bearer(self, force_refresh: bool = False) -> str:
         """The token as a plain string, renewed RENEW_AHEAD seconds before it expires.
@@ -148,37 +178,39 @@ class TokenProvider:
         with self._lock:
             if force_refresh:
                 self._app.remove_tokens_for_client()
-            for attempt in range(TRANSIENT_RETRIES + 1):
-                try:
-                    result = self._app.acquire_token_for_client(scopes=[self.scope])
-                except requests.RequestException as e:
-                    # urllib3 retried the connection; a body cut off mid-way ends up here.
-                    result = {"error": "request_timeout", "error_description": type(e).__name__}
-                except msal.exceptions.MsalServiceError as e:
-                    # msal raises instead of returning a dict for some 5xx answers.
-                    result = {"error": "server_error", "error_description": str(e)}
-                if "access_token" in result or not is_transient(result):
-                    break
-                if attempt < TRANSIENT_RETRIES:
-                    log.warning(
-                        "The sign-in endpoint is busy (%s); retrying in %.1fs",
-                        result.get("error"),
-                        THROTTLE_WAIT,
-                    )
-                    time.sleep(THROTTLE_WAIT)
+            result = TOKEN_ANSWERS.call(
+                self._acquire,
+                _TryLater,
+                "The token request",
+                failed=lambda e, tries: RunFailed(
+                    f"The sign-in endpoint is temporarily unavailable ({_answer(e).get('error')}: "
+                    f"{_answer(e).get('error_description')}); nothing was changed and the next "
+                    "run tries again."
+                ),
+            )
         if "access_token" not in result:
-            if is_transient(result):
-                raise RunFailed(
-                    f"The sign-in endpoint is temporarily unavailable ({result.get('error')}: "
-                    f"{result.get('error_description')}); nothing was changed and the next run "
-                    "tries again."
-                )
             self._discovery.forget()  # the next run asks for the endpoints again
             raise AuthError(describe_token_error(result))
         REDACTOR.add(result["access_token"])
         self._remember(result)
         log.debug("token from %s", result.get("token_source", "identity_provider"))
         return result["access_token"]
+
+    def _acquire(self) -> dict:
+        """One token request; _TryLater for an answer that says "try later"."""
+        try:
+            result = self._app.acquire_token_for_client(scopes=[self.scope]) or {}
+        except requests.RequestException as e:
+            if is_certificate_error(e):
+                raise certificate_problem(self.authority, e) from e
+            # urllib3 retried the connection; a body cut off mid-way ends up here.
+            result = {"error": "request_timeout", "error_description": type(e).__name__}
+        except MsalServiceError as e:
+            # msal raises instead of returning a dict for some 5xx answers.
+            result = {"error": "server_error", "error_description": str(e)}
+        if "access_token" not in result and is_transient(result):
+            raise _TryLater(result)
+        return result
 
 
 def describe_token_error(result: dict) -> str:

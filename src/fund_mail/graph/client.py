@@ -6,22 +6,20 @@ MAX_CONCURRENCY requests in flight, one token refresh on 401, and attachment byt
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import MaxRetryError
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import atomic_writer
@@ -38,7 +36,13 @@ from fund_mail.graph.paging import (
     per_second,
     plan_slices,
 )
-from fund_mail.graph.retry import build_retry
+from fund_mail.graph.retry import (
+    CUT_OFF,
+    certificate_problem,
+    graph_policy,
+    https_session,
+    retried_by_urllib3,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +53,9 @@ ATTACHMENT_EXPAND = "attachments($select=id,name,contentType,size,isInline)"
 ID_FIELDS = "id,receivedDateTime,isDraft"  # the audit's cheap listing: no body, no attachments
 CHUNK = 1024 * 1024
 WORKERS_PER_SLOT = 2  # download workers per request slot (see GraphClient.pool)
-BODY_RETRIES = 5  # a response cut off mid-body is retried whole this many times
+# A list page of 1,000 messages with their bodies is tens of MB; beyond this something is wrong,
+# and reading on would only exhaust memory.
+MAX_JSON_BYTES = 512 * 1024 * 1024
 
 
 T = TypeVar("T")
@@ -67,7 +73,7 @@ def read_ahead(pages: Iterator[T]) -> Iterator[T]:
         upcoming = worker.submit(next, pages, _END)
         while (page := upcoming.result()) is not _END:
             upcoming = worker.submit(next, pages, _END)
-            yield page
+            yield cast(T, page)
 
 
 class ListAhead:
@@ -164,6 +170,15 @@ def _put(into: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
+def _has_id(item: Any) -> bool:
+    return isinstance(item, dict) and bool(item.get("id"))
+
+
+def _fresh(items: list, listed: set[str]) -> list:
+    """The items not listed before; an item without an id is always passed on."""
+    return [m for m in items if not _has_id(m) or m["id"] not in listed]
+
+
 def _received_or_none(message: dict) -> datetime | None:
     try:
         return parse_graph_time(str(message.get("receivedDateTime")))
@@ -190,7 +205,7 @@ class NotDownloadable(GraphError):
     """The attachment has no bytes to fetch (a reference attachment: Graph answers 405)."""
 
 
-def graph_error(response: requests.Response) -> GraphError:
+def graph_error(response: requests.Response) -> GraphError | AccessDeniedError:
     """Turn a Graph error response into an exception with the code and message it carries."""
     try:
         error = response.json().get("error", {})
@@ -211,6 +226,29 @@ def graph_error(response: requests.Response) -> GraphError:
     return GraphError(text, response.status_code, code)
 
 
+def read_json(response: requests.Response, limit: int) -> dict[str, Any]:
+    """A response body as a JSON object, refusing one that is huge or nested too deeply."""
+    where = response.url.split("?")[0]
+    too_big = GraphError(
+        f"Graph's answer to {where} is over {limit // 2**20} MB: lower PAGE_SIZE in .env "
+        "(e.g. PAGE_SIZE=100) and run again"
+    )
+    if int(response.headers.get("Content-Length") or 0) > limit:
+        raise too_big
+    body = bytearray()
+    for chunk in response.iter_content(CHUNK):
+        body += chunk
+        if len(body) > limit:
+            raise too_big
+    try:
+        data = json.loads(body)
+    except RecursionError as e:
+        raise GraphError(f"Graph's answer to {where} is JSON nested too deeply to read") from e
+    if not isinstance(data, dict):
+        raise GraphError(f"Graph's answer to {where} is not a JSON object")
+    return data
+
+
 class GraphClient:
     def __init__(self, config: Config, tokens: TokenProvider, backoff: float = 1.0) -> None:
         self.mailbox_url = f"{config.graph_url}/v1.0/users/{quote(config.email_id)}"
@@ -223,10 +261,14 @@ class GraphClient:
             "Prefer": f'IdType="ImmutableId", outlook.body-content-type="{config.body_content_type}"',
             "Accept": "application/json",
         }
-        self.backoff = backoff
+        self.retry = graph_policy(backoff)
+        self.ca_bundle = config.ca_bundle
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
         self._local = threading.local()
-        self.requests_made = 0
+        # Requests are sent from several threads (read-ahead, folders, downloads), and `+= 1`
+        # on a shared int is a read and a write that two threads can interleave.
+        self._count_lock = threading.Lock()
+        self._requests_made = 0
         self._pool: ThreadPoolExecutor | None = None
         self._finisher: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -254,13 +296,20 @@ class GraphClient:
                     pool.shutdown(wait=True, cancel_futures=True)
             self._pool = self._finisher = None
 
+    @property
+    def requests_made(self) -> int:
+        """Requests handed to the transport so far (urllib3's own retries not counted)."""
+        return self._requests_made
+
+    def _count_request(self) -> None:
+        with self._count_lock:
+            self._requests_made += 1
+
     # -- transport -------------------------------------------------------------------------
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
-            adapter = HTTPAdapter(max_retries=build_retry(self.backoff), pool_maxsize=4)
-            session.mount("https://", adapter)
+            session = https_session(self.retry, self.ca_bundle, pool=4)
             session.headers.update(self.headers)
             _settle_environment(session, self.mailbox_url)
             self._local.session = session
@@ -280,7 +329,7 @@ class GraphClient:
             )
         for attempt in (1, 2):
             token = self.tokens.bearer(force_refresh=attempt == 2)
-            self.requests_made += 1
+            self._count_request()
             response = self._session().get(
                 url,
                 params=params,
@@ -294,37 +343,69 @@ class GraphClient:
             log.info("Graph answered 401; renewing the token and trying once more")
         return response
 
-    def _with_body_retries(self, action, what: str):
+    def _with_body_retries(self, action: Callable[[], T], what: str) -> T:
         """Retry a whole request when the body is cut off (urllib3 only retries before it)."""
-        for attempt in range(1, BODY_RETRIES + 1):
+
+        def guarded() -> T:
             try:
                 return action()
-            except (
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ConnectionError,
-                requests.exceptions.Timeout,
-                ValueError,  # JSON of a truncated body
-            ) as e:
-                # MaxRetryError means urllib3 has already spent its retries on this request.
-                exhausted = bool(e.args) and isinstance(e.args[0], MaxRetryError)
-                if exhausted or attempt == BODY_RETRIES:
-                    raise GraphError(
-                        f"{what} failed after {attempt} attempts: {type(e).__name__}: {e}"
-                    ) from e
-                delay = min(60.0, self.backoff * 2 ** (attempt - 1))
-                log.warning("%s interrupted (%s); retrying in %.1fs", what, type(e).__name__, delay)
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+            except requests.exceptions.SSLError as e:
+                # A TLS trust problem does not heal by retrying; it is this PC's, not Graph's.
+                raise certificate_problem(self.mailbox_url, e) from e
+
+        return self.retry.call(
+            guarded,
+            CUT_OFF,
+            what,
+            give_up=retried_by_urllib3,
+            failed=lambda e, tries: GraphError(
+                f"{what} failed after {tries} attempts: {type(e).__name__}: {e}"
+            ),
+        )
 
     def get_json(self, url: str, params: dict | None = None) -> dict[str, Any]:
         def action() -> dict[str, Any]:
             with self._slots:
-                response = self._send(url, params, stream=False)
-                if response.status_code != 200:
-                    raise graph_error(response)
-                return response.json()
+                response = self._send(url, params, stream=True)
+                with response:
+                    if response.status_code != 200:
+                        raise graph_error(response)
+                    return read_json(response, MAX_JSON_BYTES)
 
         return self._with_body_retries(action, f"GET {url.split('?')[0]}")
+
+    def send_mail(self, to: list[str], subject: str, body: str) -> None:
+        """POST /sendMail from the archived mailbox (app-only; needs Mail.Send). Graph answers
+        202 with no body. Not retried on 5xx, so that an alert is not sent twice."""
+        payload = {
+            "message": {
+                "subject": subject,
+                "body": {"contentType": "text", "content": body},
+                "toRecipients": [{"emailAddress": {"address": a}} for a in to],
+            },
+            "saveToSentItems": False,
+        }
+        for attempt in (1, 2):
+            token = self.tokens.token(force_refresh=attempt == 2)
+            self._count_request()
+            with self._slots:
+                response = self._session().post(
+                    f"{self.mailbox_url}/sendMail",
+                    json=payload,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=self.timeout,
+                )
+            if response.status_code != 401:
+                break
+        if response.status_code != 202:
+            error = graph_error(response)
+            if response.status_code == 403:
+                raise AccessDeniedError(
+                    f"{error.args[0].split('. The app')[0]}. The app may not send as this "
+                    "mailbox: grant the Mail.Send application permission with admin consent, "
+                    "in the same RBAC for Applications scope as Mail.Read."
+                )
+            raise error
 
     # -- mail ------------------------------------------------------------------------------
     def fetch_message_pages(
@@ -366,7 +447,7 @@ class GraphClient:
         # [window.start, the newest page's oldest second], that second included.
         rest = Window(window.start, min(newest.times) + timedelta(seconds=1))
         messages, oldest = self._list_page(PageQuery(rest), page_size, fields, expand, "asc")
-        fresh = [m for m in messages if m["id"] not in listed]
+        fresh = _fresh(messages, listed)
         listed.update(oldest.ids)
         if fresh:
             yield fresh
@@ -379,14 +460,16 @@ class GraphClient:
         for page in _side_by_side(
             [self.fetch_message_pages(s, page_size, fields, expand) for s in slices]
         ):
-            fresh = [m for m in page if m["id"] not in listed]
-            listed.update(m["id"] for m in fresh)
+            fresh = _fresh(page, listed)
+            listed.update(m["id"] for m in fresh if _has_id(m))
             if fresh:
                 yield fresh  # an empty slice (uneven mail) has nothing to report
 
     def _list_page(
         self, query: PageQuery, page_size: int, fields: str, expand: bool, order: str = "desc"
-    ) -> tuple[list[dict], PageSeen]:
+    ) -> tuple[list, PageSeen]:
+        """One list request: every item it returned (with or without an id), and what the
+        pager needs to know about it."""
         params = {
             "$filter": query.filter(),
             "$orderby": f"receivedDateTime {order}",
@@ -398,13 +481,16 @@ class GraphClient:
         if query.skip:
             params["$skip"] = str(query.skip)
         page = self.get_json(f"{self.mailbox_url}/messages", params)
-        messages = [m for m in page.get("value", []) if isinstance(m, dict) and m.get("id")]
+        items = page.get("value") or []
+        # Items without an id cannot be paged by, nor archived: they are passed on for the
+        # archiver to set aside (quarantine), never dropped silently.
+        messages = [m for m in items if _has_id(m)]
         seen = PageSeen(
             [m["id"] for m in messages],
             [t for t in map(_received_or_none, messages) if t is not None],
             bool(page.get("@odata.nextLink")),
         )
-        return messages, seen
+        return items, seen
 
     def _pages_from(
         self,
@@ -429,7 +515,7 @@ class GraphClient:
             except NoProgress as e:
                 raise GraphError(f"Listing messages stopped: {e}") from e
             if answered is None:
-                fresh = [m for m in messages if m["id"] not in listed]
+                fresh = _fresh(messages, listed)
                 listed.update(seen.ids)
                 yield fresh
             answered = None

@@ -34,7 +34,7 @@ class FolderPaths:
     def sent_items_id(self) -> str:
         if self._sent_id is None:
             self.lookup([])
-        return self._sent_id
+        return self._sent_id or ""
 
     def lookup(self, folder_ids: Iterable[str | None]) -> None:
         if self._sent_id is None:

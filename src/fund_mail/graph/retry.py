@@ -1,32 +1,97 @@
-"""The retry policy for every HTTP request fund_mail makes (Graph and the sign-in endpoint)."""
+"""Graph's parameters for the one retry policy (fund_mail.retry), and the one way to build an
+HTTPS session for Graph and the sign-in endpoint."""
 
 from __future__ import annotations
 
-from urllib3.util.retry import Retry
+from urllib.parse import urlparse
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import MaxRetryError
+
+from fund_mail.errors import ConfigError
+from fund_mail.retry import RetryPolicy
+
+# One request: urllib3 tries a refused or reset connection and a read timeout 6 times, a 429 or
+# 5xx answer 9 times (Graph throttles in bursts; Retry-After says how long), and 11 times in all.
+# A response whose body is cut off reaches the caller, which tries the whole request again, up to
+# the same 6 tries.
+GRAPH_ATTEMPTS = 6
+GRAPH_STATUS_ATTEMPTS = 9
+GRAPH_TOTAL_ATTEMPTS = 11
+
+# msal replays a 429/5xx token answer from its cache for the Retry-After period (5 s when the
+# header is missing or fractional), so a retry of the token waits a little longer than that.
+TOKEN_ANSWERS = RetryPolicy(attempts=3, backoff=5.5, multiplier=1.0)
+
+# What requests raises when a body is cut off, the connection fails or a read times out;
+# ValueError is the JSON of a truncated body.
+CUT_OFF = (
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    ValueError,
+)
 
 
-class GraphRetry(Retry):
-    """urllib3's Retry, but accepting the fractional Retry-After seconds Graph sends (2.128)."""
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        try:
-            seconds = float(retry_after)
-        except ValueError:
-            return super().parse_retry_after(retry_after)
-        return min(max(seconds, 0.0), self.retry_after_max)
-
-
-def build_retry(backoff: float, methods: frozenset[str] | None = None) -> GraphRetry:
-    return GraphRetry(
-        total=10,
-        connect=5,
-        read=5,
-        status=8,
-        backoff_factor=backoff,
-        backoff_max=60,
-        status_forcelist=(429, 500, 502, 503, 504),
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        # GET everywhere; the token POST too (client credentials are safe to repeat).
-        allowed_methods=methods or Retry.DEFAULT_ALLOWED_METHODS,
+def graph_policy(backoff: float) -> RetryPolicy:
+    """Graph's and the sign-in endpoint's requests; `backoff` is RETRY_BACKOFF."""
+    return RetryPolicy(
+        attempts=GRAPH_ATTEMPTS,
+        backoff=backoff,
+        status_attempts=GRAPH_STATUS_ATTEMPTS,
+        total_attempts=GRAPH_TOTAL_ATTEMPTS,
     )
+
+
+def retried_by_urllib3(error: BaseException) -> bool:
+    """True when urllib3 has already spent its retries on the request: trying the whole request
+    again would nest one retry series inside another (6 x 6 requests instead of 6)."""
+    return bool(error.args) and isinstance(error.args[0], MaxRetryError)
+
+
+class HttpsSession(requests.Session):
+    """A session that verifies with the CA bundle named in .env.
+
+    requests lets the REQUESTS_CA_BUNDLE environment variable override a session's own
+    verify setting, so the bundle is passed with each request instead.
+    """
+
+    def __init__(self, ca_bundle: str = "") -> None:
+        super().__init__()
+        self.ca_bundle = ca_bundle
+
+    def request(self, method, url, *args, **kwargs):  # type: ignore[override]
+        if self.ca_bundle and kwargs.get("verify") is None:
+            kwargs["verify"] = self.ca_bundle
+        return super().request(method, url, *args, **kwargs)
+
+
+def https_session(
+    policy: RetryPolicy,
+    ca_bundle: str = "",
+    methods: frozenset[str] | None = None,
+    pool: int = 10,
+) -> requests.Session:
+    """The one way fund_mail makes an HTTPS session: the retry policy and the CA bundle."""
+    session = HttpsSession(ca_bundle)
+    session.mount(
+        "https://", HTTPAdapter(max_retries=policy.http_retry(methods), pool_maxsize=pool)
+    )
+    return session
+
+
+def certificate_problem(url: str, error: Exception) -> ConfigError:
+    """A TLS verification failure is a trust problem on this PC, not a tenant or mailbox one."""
+    host = urlparse(url).hostname or url
+    return ConfigError(
+        [
+            f"REQUESTS_CA_BUNDLE: the certificate of {host} is not trusted "
+            f"({type(error).__name__}): if a proxy inspects TLS, set REQUESTS_CA_BUNDLE in .env "
+            "to its CA certificate file (PEM); otherwise check the PC's date and time"
+        ]
+    )
+
+
+def is_certificate_error(error: BaseException) -> bool:
+    return isinstance(error, requests.exceptions.SSLError)

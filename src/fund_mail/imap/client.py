@@ -14,6 +14,7 @@ import ssl
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
@@ -218,7 +219,7 @@ class ImapMailbox:
                 if data is not None and b"BODY[]" in data:
                     yield uid, data[b"BODY[]"]
 
-    def _call(self, method, *args, **kwargs):
+    def _call(self, method, *args, **kwargs) -> Any:
         try:
             return method(*args, **kwargs)
         except (OSError, IMAPClientError) as e:

@@ -18,6 +18,7 @@ from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 from email.utils import getaddresses, parsedate_to_datetime
+from typing import cast
 
 from fund_mail.archive.rows import FILE_ATTACHMENT, ITEM_ATTACHMENT, phy_file_name
 
@@ -118,7 +119,7 @@ def fingerprint(msg_id: str, date: datetime | None, size: int) -> str:
 
 
 def _text_of(part: Message) -> str:
-    payload = part.get_payload(decode=True) or b""
+    payload = cast(bytes, part.get_payload(decode=True) or b"")
     charset = part.get_content_charset() or ""
     return _decode_bytes(payload, tuple(c for c in (charset, *FALLBACK_CHARSETS) if c))
 
@@ -156,18 +157,18 @@ def attachments(msg: Message, body: Message | None) -> list[MimeAttachment]:
 
     def walk(part: Message, part_id: str) -> None:
         if part.get_content_type() == "message/rfc822" and part is not msg:
-            inner = part.get_payload(0) if part.is_multipart() else None
+            inner = cast(Message, part.get_payload(0)) if part.is_multipart() else None
             content = inner.as_bytes(policy=policy.compat32) if inner is not None else b""
             name = header_text(inner, "Subject") if inner is not None else ""
             found.append(MimeAttachment(part_id, name or "(no subject)", content, ITEM_ATTACHMENT))
             return
         if part.is_multipart():
-            for number, child in enumerate(part.get_payload(), start=1):
+            for number, child in enumerate(cast(list[Message], part.get_payload()), start=1):
                 walk(child, f"{part_id}.{number}" if part_id else str(number))
             return
         if part is body or _is_body_text(part):
             return
-        content = part.get_payload(decode=True) or b""
+        content = cast(bytes, part.get_payload(decode=True) or b"")
         found.append(MimeAttachment(part_id, _part_name(part, part_id), content, FILE_ATTACHMENT))
 
     walk(msg, "")

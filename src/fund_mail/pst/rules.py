@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -49,7 +49,7 @@ class FolderInfo:
 def mailbox_top(
     root_children: Sequence[FolderInfo],
     subtree_id: int | None,
-    grandchildren: dict[int, Sequence[FolderInfo]],
+    grandchildren: Mapping[int, Sequence[FolderInfo]],
 ) -> tuple[int | None, str]:
     """(identifier, how it was found) of the folder that paths are relative to.
 
