@@ -392,10 +392,12 @@ def one_day_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     _common(parser)
-    parser.add_argument(
+    # One day or a range: argparse refuses --date with --from ("not allowed with").
+    when = parser.add_mutually_exclusive_group()
+    when.add_argument(
         "--date", metavar="YYYY-MM-DD", help="the day to archive (default: today in TIMEZONE)"
     )
-    parser.add_argument(
+    when.add_argument(
         "--from", dest="date_from", metavar="YYYY-MM-DD", help="first day of a range (with --to)"
     )
     parser.add_argument(

@@ -30,7 +30,11 @@ def at(day: date, hour: int) -> datetime:
         (["--date", "20250630"], "use YYYY-MM-DD"),
         (["--from", "2025-03-01", "--to", "2025-01-01"], "is after --to"),
         (["--from", "2025-03-01"], "--from and --to go together"),
-        (["--date", "2025-01-01", "--from", "2025-01-01", "--to", "2025-01-02"], "not both"),
+        (
+            ["--date", "2025-01-01", "--from", "2025-01-01", "--to", "2025-01-02"],
+            "argument --from: not allowed with argument --date",
+        ),
+        (["--date", "2025-01-01", "--to", "2025-01-02"], "not both"),
         (["--date", "2999-01-01"], "is in the future"),
         (["--from", "2025-01-01", "--to", "2999-01-01"], "is in the future"),
     ],

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from fund_mail.archive.store import messages_with_files
 from fund_mail.config import config_from_values
 from fund_mail.emulator import (
     GraphEmulator,
@@ -89,13 +89,7 @@ def seed_new_mail(graph: GraphEmulator, now: datetime) -> None:
 
 
 def print_archive(db_path: Path, data_dir: Path) -> None:
-    with sqlite3.connect(db_path) as conn:
-        rows = conn.execute(
-            "SELECT m.kst_time, m.msg_kind, m.folder_path, m.subject, m.note, "
-            "(SELECT group_concat(org_file_name || ' -> ' || save_folder || '/' || phy_file_name"
-            " || ' (' || file_size || ' B)', '; ') FROM fund_mail_attach a "
-            "WHERE a.parent_id = m.id) FROM fund_mail m ORDER BY m.email_time"
-        ).fetchall()
+    rows = messages_with_files(db_path)
     print(f"\nArchived into {db_path}:")
     for kst, kind, folder, subject, note, files in rows:
         print(f"  {kst} KST  {kind:<7}  {folder:<16}  {subject}")

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
 from fund_mail.archive.fsutil import lock_holder
-from fund_mail.archive.index import INDEX_NAME, audit_history, imap_state
+from fund_mail.archive.index import audit_history, imap_state, status_facts
 from fund_mail.archive.manifest import DAY_RE
 from fund_mail.archive.quarantine import quarantined
 from fund_mail.archive.rows import local_time, parse_graph_time
-from fund_mail.archive.store import open_readonly
 from fund_mail.config import Config
 from fund_mail.errors import StateError
 
@@ -21,12 +20,6 @@ def _local(text: str | None, config: Config) -> str:
     if not text:
         return "never"
     return f"{local_time(parse_graph_time(text), config.tz)} ({config.timezone})"
-
-
-def _query(path: Path, sql: str, params: tuple = ()) -> list[tuple]:
-    # mode=ro: --status must not create or change anything, not even the index.
-    with open_readonly(path) as conn:
-        return conn.execute(sql, params).fetchall()
 
 
 LOCKS = ("fund_mail_once", "fund_mail_one_day", "fund_mail_delivery")
@@ -89,35 +82,21 @@ def status_report(config: Config) -> str:
             f"{config.data_dir / 'quarantine'} (newest {name}: {error.splitlines()[0][:120]})"
         )
     lines += local_disk_lines(config)
-    index = config.data_dir / INDEX_NAME
-    if not index.exists():
+    midnight = datetime.now(config.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    facts = status_facts(config.data_dir, midnight.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    if facts is None:
         lines.append("  runs:              none recorded yet")
         return "\n".join(lines)
-    midnight = datetime.now(config.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-    midnight_utc = midnight.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    last_ok = _query(
-        index,
-        "SELECT finished_at, messages, db_file FROM runs WHERE command = "
-        "'fund_mail_once' AND exit_code = 0 ORDER BY id DESC LIMIT 1",
-    )
-    if last_ok:
-        finished, messages, db_file = last_ok[0]
+    if facts.last_good_run:
+        finished, messages, db_file = facts.last_good_run
         lines.append(
             f"  last good run:     {_local(finished, config)}, {messages} message(s)"
             f"{', ' + db_file if db_file else ''}"
         )
     else:
         lines.append("  last good run:     never")
-    today = _query(
-        index,
-        "SELECT coalesce(sum(messages), 0), count(*) FROM runs WHERE started_at >= ?",
-        (midnight_utc,),
-    )[0]
-    lines.append(f"  archived today:    {today[0]} message(s) in {today[1]} run(s)")
-    queued = _query(
-        index,
-        "SELECT db_path, attempts, last_error FROM outbox WHERE delivered_at IS NULL ORDER BY id",
-    )
+    lines.append(f"  archived today:    {facts.today[0]} message(s) in {facts.today[1]} run(s)")
+    queued = facts.queued
     if not config.upload_enabled:
         lines.append(f"  upload queue:      {len(queued)} DB(s) (uploads are off: HOST is empty)")
     elif queued:
@@ -128,13 +107,8 @@ def status_report(config: Config) -> str:
         )
     else:
         lines.append("  upload queue:      empty, everything delivered")
-    failed = _query(
-        index,
-        "SELECT finished_at, command, exit_code, error FROM runs "
-        "WHERE exit_code <> 0 ORDER BY id DESC LIMIT 1",
-    )
-    if failed:
-        finished, command, code, error = failed[0]
+    if facts.last_failure:
+        finished, command, code, error = facts.last_failure
         first_line = (error or "").splitlines()[0] if error else ""
         lines.append(
             f"  last error:        {_local(finished, config)} {command} exit {code}: "

@@ -172,6 +172,41 @@ class AuditRecord:
         return not self.error and self.missing == self.repaired
 
 
+@dataclass(frozen=True)
+class StatusFacts:
+    """What --status shows from the index, read without creating or changing anything."""
+
+    last_good_run: tuple[str, int, str] | None  # finished_at, messages, db_file
+    today: tuple[int, int]  # messages and runs since local midnight
+    queued: list[tuple[str, int, str]]  # db_path, attempts, last_error; oldest first
+    last_failure: tuple[str, str, int, str] | None  # finished_at, command, exit code, error
+
+
+def status_facts(data_dir: Path, since_utc: str) -> StatusFacts | None:
+    """None when there is no index yet."""
+    path = data_dir / INDEX_NAME
+    if not path.exists():
+        return None
+    with open_readonly(path) as conn:
+        last_ok = conn.execute(
+            "SELECT finished_at, messages, db_file FROM runs WHERE command = "
+            "'fund_mail_once' AND exit_code = 0 ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        today = conn.execute(
+            "SELECT coalesce(sum(messages), 0), count(*) FROM runs WHERE started_at >= ?",
+            (since_utc,),
+        ).fetchone()
+        queued = conn.execute(
+            "SELECT db_path, attempts, last_error FROM outbox WHERE delivered_at IS NULL "
+            "ORDER BY id"
+        ).fetchall()
+        failed = conn.execute(
+            "SELECT finished_at, command, exit_code, error FROM runs "
+            "WHERE exit_code <> 0 ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    return StatusFacts(last_ok, tuple(today), queued, failed)
+
+
 def audit_history(data_dir: Path, days: Iterable[str]) -> dict[str, AuditRecord]:
     """The newest audit of each day, read-only; {} when the index has no audits yet."""
     path = data_dir / INDEX_NAME

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fund_mail.archive.fsutil import fsync_path
-from fund_mail.errors import UnsafePath
+from fund_mail.errors import UnsafePath, UsageError
 
 SCHEMA_SQL = files("fund_mail.archive").joinpath("schema.sql").read_text(encoding="utf-8")
 MAIL_COLUMNS = (
@@ -186,3 +186,59 @@ def files_of(data_dir: Path, db_relative: str) -> list[tuple[Path, str]]:
         relative = f"{folder}/{name}" if isinstance(folder, str) and isinstance(name, str) else None
         files.append((inside_data_dir(data_dir, relative, db_relative), str(relative)))
     return files + [(db_path, db_relative)]
+
+
+class ResumableDb:
+    """An archive DB filled in committed batches and resumed in place (fund_mail_pst).
+
+    Unlike ArchiveDb it is never published whole: a rerun opens it again, and `known` holds the
+    email_ids it already has, so nothing is imported twice.
+    """
+
+    def __init__(self, path: Path, batch: int) -> None:
+        self.path = path
+        self.batch = batch
+        fresh = not path.exists()
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        if fresh:
+            self.conn.executescript(SCHEMA_SQL)
+        else:
+            tables = {
+                r[0]
+                for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if not {"fund_mail", "fund_mail_attach"} <= tables:
+                self.conn.close()
+                raise UsageError(f"{path} exists and is not a fund_mail archive DB")
+        self.known = {r[0] for r in self.conn.execute("SELECT email_id FROM fund_mail")}
+        self.pending = 0
+        self.conn.execute("BEGIN")
+
+    def add(self, row: dict, attachments: list[dict]) -> None:
+        insert_message(self.conn, row, attachments)
+        self.known.add(row["email_id"])
+        self.pending += 1
+        if self.pending >= self.batch:
+            self.commit()
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+        self.pending = 0
+        self.conn.execute("BEGIN")
+
+    def close(self) -> None:
+        self.conn.execute("COMMIT")
+        self.conn.close()
+        fsync_path(self.path)
+
+
+def messages_with_files(db_path: Path) -> list[tuple]:
+    """kst_time, msg_kind, folder_path, subject, note and a one-line list of the attachment
+    files, of every message in a DB, oldest first (the demo prints them)."""
+    with open_readonly(db_path) as conn:
+        return conn.execute(
+            "SELECT m.kst_time, m.msg_kind, m.folder_path, m.subject, m.note, "
+            "(SELECT group_concat(org_file_name || ' -> ' || save_folder || '/' || phy_file_name"
+            " || ' (' || file_size || ' B)', '; ') FROM fund_mail_attach a "
+            "WHERE a.parent_id = m.id) FROM fund_mail m ORDER BY m.email_time"
+        ).fetchall()

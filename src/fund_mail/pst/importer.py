@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fund_mail.archive.fsutil import RunLock, atomic_writer, fsync_path
+from fund_mail.archive.fsutil import RunLock, atomic_writer
 from fund_mail.archive.rows import (
     FILE_ATTACHMENT,
     ITEM_ATTACHMENT,
@@ -31,7 +31,7 @@ from fund_mail.archive.rows import (
     local_time,
     phy_file_name,
 )
-from fund_mail.archive.store import SCHEMA_SQL, insert_message
+from fund_mail.archive.store import ResumableDb
 from fund_mail.errors import UsageError
 from fund_mail.pst import props as p
 from fund_mail.pst import rules
@@ -91,44 +91,6 @@ def open_pst(path: Path, codepage: str) -> Any:
             "with Outlook's Inbox Repair Tool (scanpst.exe) and import the copy."
         ) from e
     return pst
-
-
-class TargetDb:
-    """DIR/<pst>.db: created with the archive schema, filled in committed batches."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        fresh = not path.exists()
-        self.conn = sqlite3.connect(path, isolation_level=None)
-        if fresh:
-            self.conn.executescript(SCHEMA_SQL)
-        else:
-            tables = {
-                r[0]
-                for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-            if not {"fund_mail", "fund_mail_attach"} <= tables:
-                raise UsageError(f"{path} exists and is not a fund_mail archive DB")
-        self.known = {r[0] for r in self.conn.execute("SELECT email_id FROM fund_mail")}
-        self.pending = 0
-        self.conn.execute("BEGIN")
-
-    def add(self, row: dict, attachments: list[dict]) -> None:
-        insert_message(self.conn, row, attachments)
-        self.known.add(row["email_id"])
-        self.pending += 1
-        if self.pending >= BATCH:
-            self.commit()
-
-    def commit(self) -> None:
-        self.conn.execute("COMMIT")
-        self.pending = 0
-        self.conn.execute("BEGIN")
-
-    def close(self) -> None:
-        self.conn.execute("COMMIT")
-        self.conn.close()
-        fsync_path(self.path)
 
 
 class PstImporter:
@@ -233,7 +195,7 @@ class PstImporter:
             self.owners.add(owner)
         return owner
 
-    def run(self, db: TargetDb, report: ImportReport, on_item: Callable[[], None]) -> None:
+    def run(self, db: ResumableDb, report: ImportReport, on_item: Callable[[], None]) -> None:
         for path, folder, is_sent in self.folders(report):
             tally = report.tally(path or "(top)")
             for index in range(_items_in(folder)):
@@ -291,7 +253,7 @@ class PstImporter:
         item: Any,
         path: str,
         is_sent: bool,
-        db: TargetDb,
+        db: ResumableDb,
         tally: FolderTally,
         report: ImportReport,
     ) -> None:
@@ -571,7 +533,7 @@ def import_pst(
                     else "Store owner: unknown (no sender in a Sent folder)."
                 )
                 on_item = progress(importer.total_items()) if progress else (lambda: None)
-                db = TargetDb(db_path)
+                db = ResumableDb(db_path, BATCH)
                 try:
                     importer.run(db, report, on_item)
                 finally:
