@@ -205,3 +205,24 @@ def test_the_bearer_token_is_a_cached_string_renewed_ahead_of_expiry(config, gra
     tokens.bearer()
     assert calls == [False]
     assert auth.RENEW_AHEAD > 0
+
+
+def test_a_sign_in_that_keeps_failing_forgets_the_discovery_answer(config, graph, monkeypatch):
+    import fund_mail.graph.auth
+    from fund_mail.errors import RunFailed
+    from fund_mail.graph import discovery
+
+    config.data_dir.mkdir(parents=True)
+    TokenProvider(config).token()
+    assert (config.data_dir / discovery.CACHE_NAME).exists()
+    tokens = TokenProvider(config)  # built from the kept answer
+    monkeypatch.setattr(
+        fund_mail.graph.auth,
+        "TOKEN_ANSWERS",
+        dataclasses.replace(fund_mail.graph.auth.TOKEN_ANSWERS, backoff=0.01),
+    )
+    graph.add_fault("unavailable", target="token", times=None)
+    with pytest.raises(RunFailed):
+        tokens.token()
+    # The endpoints it named may have moved: the next run asks for them again.
+    assert not (config.data_dir / discovery.CACHE_NAME).exists()

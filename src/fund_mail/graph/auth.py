@@ -178,16 +178,22 @@ class TokenProvider:
         with self._lock:
             if force_refresh:
                 self._app.remove_tokens_for_client()
-            result = TOKEN_ANSWERS.call(
-                self._acquire,
-                _TryLater,
-                "The token request",
-                failed=lambda e, tries: RunFailed(
-                    f"The sign-in endpoint is temporarily unavailable ({_answer(e).get('error')}: "
-                    f"{_answer(e).get('error_description')}); nothing was changed and the next "
-                    "run tries again."
-                ),
-            )
+            try:
+                result = TOKEN_ANSWERS.call(
+                    self._acquire,
+                    _TryLater,
+                    "The token request",
+                    failed=lambda e, tries: RunFailed(
+                        f"The sign-in endpoint is temporarily unavailable "
+                        f"({_answer(e).get('error')}: {_answer(e).get('error_description')}); "
+                        "nothing was changed and the next run tries again."
+                    ),
+                )
+            except Exception:
+                # A kept discovery answer may name an endpoint that has moved: never reuse it
+                # after a failed sign-in, whatever the failure.
+                self._discovery.forget()
+                raise
         if "access_token" not in result:
             self._discovery.forget()  # the next run asks for the endpoints again
             raise AuthError(describe_token_error(result))
