@@ -2,6 +2,7 @@
 
 import sqlite3
 
+from fund_mail.archive.rows import MAIL_COLUMNS, AttachRow, MailRow
 from fund_mail.archive.store import SCHEMA_SQL, ArchiveDb
 
 # (name, declared type, not null, default, pk) exactly as SCHEMA.md lists them.
@@ -50,35 +51,10 @@ def test_reference_ddl_has_autoincrement_keys():
 
 def test_archive_db_schema_and_rows(tmp_path):
     db = ArchiveDb(tmp_path / "x.db")
-    row = {
-        c: f"v-{c}"
-        for c in (
-            "email_id",
-            "subject",
-            "sender_address",
-            "sender_name",
-            "from_address",
-            "from_name",
-            "to_recipients",
-            "cc_recipients",
-            "email_time",
-            "kst_time",
-            "content",
-            "msg_kind",
-            "folder_path",
-            "note",
-        )
-    }
+    row = MailRow(*(f"v-{c}" for c in MAIL_COLUMNS))
     parent = db.add(
         row,
-        [
-            {
-                "save_folder": "2025_06_30/attach",
-                "org_file_name": "a.pdf",
-                "phy_file_name": "abc.pdf",
-                "file_size": 3,
-            }
-        ],
+        [AttachRow("2025_06_30/attach", "a.pdf", "abc.pdf", 3)],
     )
     db.finish()
     assert_pst_utils_schema(tmp_path / "x.db")
