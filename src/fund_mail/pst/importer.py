@@ -335,7 +335,7 @@ class PstImporter:
         report: ImportReport,
         path: str,
         props: dict,
-    ) -> list[dict]:
+    ) -> list[AttachRow]:
         rows: list[AttachRow] = []
         count = _count_attachments(item)
         tally.attachments_expected += count
