@@ -55,14 +55,14 @@ def test_addresses_and_graph_shaped_row():
         sent_folder_id=None,
         tz=ZoneInfo("Asia/Seoul"),
     )
-    assert row["email_id"] == "imap:1:7:INBOX"
-    assert (row["from_address"], row["from_name"]) == ("kim@example.com", "김철수")
-    assert (row["sender_address"], row["sender_name"]) == ("kim@example.com", "김철수")
-    assert row["to_recipients"] == "a@x.com, b@x.com"
-    assert row["email_time"] == "2026-03-02 01:02:03"
-    assert row["kst_time"] == "2026-03-02 10:02:03"
-    assert row["msg_kind"] == "receive"
-    assert row["content"].strip() == "<p>body</p>"
+    assert row.email_id == "imap:1:7:INBOX"
+    assert (row.from_address, row.from_name) == ("kim@example.com", "김철수")
+    assert (row.sender_address, row.sender_name) == ("kim@example.com", "김철수")
+    assert row.to_recipients == "a@x.com, b@x.com"
+    assert row.email_time == "2026-03-02 01:02:03"
+    assert row.kst_time == "2026-03-02 10:02:03"
+    assert row.msg_kind == "receive"
+    assert row.content.strip() == "<p>body</p>"
 
 
 def test_body_type_text_prefers_plain():

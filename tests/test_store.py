@@ -2,6 +2,7 @@
 
 import sqlite3
 
+from fund_mail.archive.rows import MAIL_COLUMNS, AttachRow, MailRow
 from fund_mail.archive.store import SCHEMA_SQL, ArchiveDb
 
 # (name, declared type, not null, default, pk) exactly as SCHEMA.md lists them.
@@ -50,35 +51,10 @@ def test_reference_ddl_has_autoincrement_keys():
 
 def test_archive_db_schema_and_rows(tmp_path):
     db = ArchiveDb(tmp_path / "x.db")
-    row = {
-        c: f"v-{c}"
-        for c in (
-            "email_id",
-            "subject",
-            "sender_address",
-            "sender_name",
-            "from_address",
-            "from_name",
-            "to_recipients",
-            "cc_recipients",
-            "email_time",
-            "kst_time",
-            "content",
-            "msg_kind",
-            "folder_path",
-            "note",
-        )
-    }
+    row = MailRow(*(f"v-{c}" for c in MAIL_COLUMNS))
     parent = db.add(
         row,
-        [
-            {
-                "save_folder": "2025_06_30/attach",
-                "org_file_name": "a.pdf",
-                "phy_file_name": "abc.pdf",
-                "file_size": 3,
-            }
-        ],
+        [AttachRow("2025_06_30/attach", "a.pdf", "abc.pdf", 3)],
     )
     db.finish()
     assert_pst_utils_schema(tmp_path / "x.db")
@@ -99,16 +75,9 @@ def test_discarded_db_leaves_nothing(tmp_path):
 
 
 def test_add_many_writes_what_add_writes_one_by_one(tmp_path):
-    from fund_mail.archive.store import MAIL_COLUMNS
-
-    def message(n: int) -> tuple[dict, list[dict]]:
-        row = {c: f"{c}-{n}" for c in MAIL_COLUMNS}
-        files = [
-            {"save_folder": "d/attach", "org_file_name": f"{n}-{k}", "phy_file_name": f"{n}{k}",
-             "file_size": k}
-            for k in range(n % 3)
-        ]  # fmt: skip
-        return row, files
+    def message(n: int) -> tuple[MailRow, list[AttachRow]]:
+        row = MailRow(*(f"{c}-{n}" for c in MAIL_COLUMNS))
+        return row, [AttachRow("d/attach", f"{n}-{k}", f"{n}{k}", k) for k in range(n % 3)]
 
     batches = [[message(n) for n in range(5)], [message(n) for n in range(5, 9)]]
     one_by_one, together = ArchiveDb(tmp_path / "a.db"), ArchiveDb(tmp_path / "b.db")

@@ -1,6 +1,7 @@
 """The pure transform: recorded Graph JSON in, pst-utils rows out. No network."""
 
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -8,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fund_mail.archive.rows import (
+    AttachRow,
     email_time,
     graph_time,
     is_windows_safe,
@@ -37,7 +39,7 @@ def row(index: int, folder: str = "Inbox", sent_id: str | None = SENT_ITEMS, not
 
 
 def test_received_message_maps_every_column():
-    assert row(0, "Inbox/Funds") == {
+    assert asdict(row(0, "Inbox/Funds")) == {
         "email_id": "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0Ad3Jydmz_5UeQs9w5dBNQHwABmaTPWAAA",
         "subject": "11월 기준가 확인 요청",
         "sender_address": "minjun.kim@partner-am.example",
@@ -57,15 +59,15 @@ def test_received_message_maps_every_column():
 
 def test_send_on_behalf_keeps_sender_and_from_apart_and_is_sent():
     sent = row(1, "Sent Items")
-    assert (sent["sender_address"], sent["from_address"]) == (
+    assert (sent.sender_address, sent.from_address) == (
         "assistant@example.com",
         "fund@example.com",
     )
-    assert sent["msg_kind"] == "sent"
+    assert sent.msg_kind == "sent"
 
 
 def test_message_from_the_mailbox_is_sent_even_outside_sent_items():
-    assert row(1, "Inbox", sent_id="another-folder")["msg_kind"] == "sent"
+    assert row(1, "Inbox", sent_id="another-folder").msg_kind == "sent"
 
 
 def test_message_in_sent_items_is_sent_whoever_the_author():
@@ -77,24 +79,24 @@ def test_message_in_sent_items_is_sent_whoever_the_author():
         sent_folder_id=SENT_ITEMS,
         tz=SEOUL,
     )
-    assert r["msg_kind"] == "sent"
+    assert r.msg_kind == "sent"
 
 
 def test_missing_from_sender_subject_and_recipients_give_empty_strings():
     r = row(2)
-    assert r["subject"] == "" and r["from_address"] == "" and r["sender_name"] == ""
-    assert r["to_recipients"] == "" and r["content"] == ""
-    assert r["msg_kind"] == "receive"
+    assert r.subject == "" and r.from_address == "" and r.sender_name == ""
+    assert r.to_recipients == "" and r.content == ""
+    assert r.msg_kind == "receive"
 
 
 def test_local_day_boundary_in_kst():
     # 14:59:59Z is 23:59:59 KST on the 30th; 15:00:00Z is midnight of the 1st.
-    assert row(2)["kst_time"] == "2025-06-30 23:59:59"
-    assert row(1)["kst_time"] == "2025-07-01 00:00:00"
+    assert row(2).kst_time == "2025-06-30 23:59:59"
+    assert row(1).kst_time == "2025-07-01 00:00:00"
 
 
 def test_notes_are_joined():
-    assert row(0, notes=["a", "b"])["note"] == "a; b"
+    assert row(0, notes=["a", "b"]).note == "a; b"
 
 
 @pytest.mark.parametrize(
@@ -135,12 +137,12 @@ def test_attachment_plan_from_recorded_page():
     assert plan.jobs[1].phy_file_name.endswith(".eml")
     assert plan.notes == ["link-only attachment (not downloadable): Q3 letter.docx"]
     plan.jobs[0].size = 42000
-    assert plan.rows("2025_06_30/attach")[0] == {
-        "save_folder": "2025_06_30/attach",
-        "org_file_name": "기준가_2025-06.pdf",
-        "phy_file_name": plan.jobs[0].phy_file_name,
-        "file_size": 42000,
-    }
+    assert plan.rows("2025_06_30/attach")[0] == AttachRow(
+        save_folder="2025_06_30/attach",
+        org_file_name="기준가_2025-06.pdf",
+        phy_file_name=plan.jobs[0].phy_file_name,
+        file_size=42000,
+    )
 
 
 HOSTILE_NAMES = [

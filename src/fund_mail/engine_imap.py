@@ -20,6 +20,7 @@ from fund_mail.archive.fsutil import write_atomic
 from fund_mail.archive.index import ArchiveIndex, AuditCounts
 from fund_mail.archive.rows import (
     SOURCE_MESSAGE_NAME,
+    AttachRow,
     graph_time,
     message_row,
     parse_graph_time,
@@ -165,18 +166,13 @@ class ImapWriter:
         files = [(a.phy_file_name(email_id), a.name, a.content) for a in parsed.attachments]
         if self.config.keep_mime:
             files.append((source_message_file_name(email_id), SOURCE_MESSAGE_NAME, raw))
-        attach_rows = []
+        attach_rows: list[AttachRow] = []
         (self.day_dir / "attach").mkdir(parents=True, exist_ok=True)
         for phy_name, org_name, content in files:
             write_atomic(self.day_dir / "attach" / phy_name, content)
             self.result.bytes += len(content)
             attach_rows.append(
-                {
-                    "save_folder": f"{self.day_folder}/attach",
-                    "org_file_name": org_name,
-                    "phy_file_name": phy_name,
-                    "file_size": len(content),
-                }
+                AttachRow(f"{self.day_folder}/attach", org_name, phy_name, len(content))
             )
         crashpoints.reached("attachments-downloaded")
         row = message_row(

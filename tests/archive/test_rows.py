@@ -49,19 +49,19 @@ def test_malformed_fields_are_stored_empty_with_a_note(key, value, named, expect
         tz=ZoneInfo("Asia/Seoul"),
         notes=["link-only attachment (not downloadable): x"],
     )
-    assert {k: row[k] for k in expected} == expected
-    assert row["email_id"] == "AAMk-1" and row["note"].startswith("link-only attachment")
+    assert {k: getattr(row, k) for k in expected} == expected
+    assert row.email_id == "AAMk-1" and row.note.startswith("link-only attachment")
     if named:
-        assert f"missing in Graph's answer: {named}" in row["note"]
+        assert f"missing in Graph's answer: {named}" in row.note
     else:
-        assert "missing" not in row["note"]
+        assert "missing" not in row.note
 
 
 def test_a_whole_message_has_no_missing_note():
     row = message_row(
         GOOD, folder_path="Inbox", mailbox="x@y.z", sent_folder_id=None, tz=ZoneInfo("UTC")
     )
-    assert row["note"] == "" and row["email_time"] == "2025-06-30 04:47:45"
+    assert row.note == "" and row.email_time == "2025-06-30 04:47:45"
 
 
 @pytest.mark.parametrize(

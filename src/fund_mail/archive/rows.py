@@ -6,6 +6,7 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -136,6 +137,44 @@ def attachment_note(attachment: dict) -> str:
     return f"link-only attachment (not downloadable): {name}"
 
 
+@dataclass(frozen=True, slots=True)
+class MailRow:
+    """One row of fund_mail (without its id), as Graph, IMAP and PST imports all produce it."""
+
+    email_id: str
+    subject: str
+    sender_address: str
+    sender_name: str
+    from_address: str
+    from_name: str
+    to_recipients: str
+    cc_recipients: str
+    email_time: str
+    kst_time: str
+    content: str
+    msg_kind: str  # "sent" or "receive"
+    folder_path: str
+    note: str
+
+    def values(self) -> tuple:
+        """The column values in MAIL_COLUMNS order."""
+        return tuple(getattr(self, column) for column in MAIL_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class AttachRow:
+    """One row of fund_mail_attach (without its ids): where the file is and what it was."""
+
+    save_folder: str
+    org_file_name: str
+    phy_file_name: str
+    file_size: int
+
+
+MAIL_COLUMNS = tuple(f.name for f in fields(MailRow))
+ATTACH_COLUMNS = ("parent_id", "email_id", *(f.name for f in fields(AttachRow)))
+
+
 def message_row(
     message: dict[str, Any],
     *,
@@ -144,7 +183,7 @@ def message_row(
     sent_folder_id: str | None,
     tz: ZoneInfo,
     notes: Sequence[str] = (),
-) -> dict[str, Any]:
+) -> MailRow:
     """One fund_mail row (without id) from a Graph message dict.
 
     A field that is null, absent or malformed is stored empty and named in the note, so one odd
@@ -157,24 +196,24 @@ def message_row(
     missing = missing_fields(message)
     if missing:
         notes = [*notes, f"missing in Graph's answer: {', '.join(missing)}"]
-    return {
-        "email_id": message["id"],
-        "subject": _text(message.get("subject")),
-        "sender_address": sender_address,
-        "sender_name": sender_name,
-        "from_address": from_address,
-        "from_name": from_name,
-        "to_recipients": _addresses(message.get("toRecipients")),
-        "cc_recipients": _addresses(message.get("ccRecipients")),
-        "email_time": email_time(received) if received else "",
-        "kst_time": local_time(received, tz) if received else "",
-        "content": _text(body.get("content")) if isinstance(body, dict) else "",
-        "msg_kind": "sent"
+    return MailRow(
+        email_id=message["id"],
+        subject=_text(message.get("subject")),
+        sender_address=sender_address,
+        sender_name=sender_name,
+        from_address=from_address,
+        from_name=from_name,
+        to_recipients=_addresses(message.get("toRecipients")),
+        cc_recipients=_addresses(message.get("ccRecipients")),
+        email_time=email_time(received) if received else "",
+        kst_time=local_time(received, tz) if received else "",
+        content=_text(body.get("content")) if isinstance(body, dict) else "",
+        msg_kind="sent"
         if is_sent(message, mailbox, sent_folder_id, (from_address, sender_address))
         else "receive",
-        "folder_path": folder_path,
-        "note": "; ".join(notes),
-    }
+        folder_path=folder_path,
+        note="; ".join(notes),
+    )
 
 
 def safe_extension(name: str, attachment_type: str) -> str:

@@ -9,23 +9,16 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+from dataclasses import astuple
 from importlib.resources import files
 from pathlib import Path, PureWindowsPath
-from typing import Any
 from urllib.parse import quote
 
 from fund_mail.archive.fsutil import fsync_path
+from fund_mail.archive.rows import ATTACH_COLUMNS, MAIL_COLUMNS, AttachRow, MailRow
 from fund_mail.errors import UnsafePath, UsageError
 
 SCHEMA_SQL = files("fund_mail.archive").joinpath("schema.sql").read_text(encoding="utf-8")
-MAIL_COLUMNS = (
-    "email_id", "subject", "sender_address", "sender_name", "from_address", "from_name",
-    "to_recipients", "cc_recipients", "email_time", "kst_time", "content", "msg_kind",
-    "folder_path", "note",
-)  # fmt: skip
-ATTACH_COLUMNS = (
-    "parent_id", "email_id", "save_folder", "org_file_name", "phy_file_name", "file_size",
-)  # fmt: skip
 _INSERT_ATTACH = (
     f"INSERT INTO fund_mail_attach ({', '.join(ATTACH_COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(ATTACH_COLUMNS))})"
@@ -50,21 +43,18 @@ def open_readonly(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(readonly_uri(path), uri=True)
 
 
-def insert_message(
-    conn: sqlite3.Connection, row: dict[str, Any], attachments: list[dict[str, Any]]
-) -> int:
+def insert_message(conn: sqlite3.Connection, row: MailRow, attachments: list[AttachRow]) -> int:
     """One fund_mail row and its fund_mail_attach rows; returns the message's row id."""
     cursor = conn.execute(
         f"INSERT INTO fund_mail ({', '.join(MAIL_COLUMNS)}) "
         f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
-        [row[c] for c in MAIL_COLUMNS],
+        row.values(),
     )
     parent_id = cursor.lastrowid
     if parent_id is None:
         raise sqlite3.DatabaseError("the archive DB gave no row id for an inserted message")
     for attachment in attachments:
-        values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
-        conn.execute(_INSERT_ATTACH, [values[c] for c in ATTACH_COLUMNS])
+        conn.execute(_INSERT_ATTACH, (parent_id, row.email_id, *astuple(attachment)))
     return parent_id
 
 
@@ -109,13 +99,13 @@ class ArchiveDb:
         self.messages = 0
         self.attachments = 0
 
-    def add(self, row: dict[str, Any], attachments: list[dict[str, Any]]) -> int:
+    def add(self, row: MailRow, attachments: list[AttachRow]) -> int:
         parent_id = insert_message(self._conn, row, attachments)
         self.messages += 1
         self.attachments += len(attachments)
         return parent_id
 
-    def add_many(self, rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+    def add_many(self, rows: list[tuple[MailRow, list[AttachRow]]]) -> None:
         """Many messages and their attachment rows in two executemany calls.
 
         The ids are given, not left to AUTOINCREMENT, so an attachment row can name its parent
@@ -125,10 +115,8 @@ class ArchiveDb:
         first = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM fund_mail").fetchone()[0]
         messages, attachments = [], []
         for parent_id, (row, attached) in enumerate(rows, start=first):
-            messages.append((parent_id, *[row[c] for c in MAIL_COLUMNS]))
-            for attachment in attached:
-                values = {**attachment, "parent_id": parent_id, "email_id": row["email_id"]}
-                attachments.append([values[c] for c in ATTACH_COLUMNS])
+            messages.append((parent_id, *row.values()))
+            attachments += [(parent_id, row.email_id, *astuple(a)) for a in attached]
         self._conn.executemany(
             f"INSERT INTO fund_mail (id, {', '.join(MAIL_COLUMNS)}) "
             f"VALUES ({', '.join('?' * (len(MAIL_COLUMNS) + 1))})",
@@ -214,9 +202,9 @@ class ResumableDb:
         self.pending = 0
         self.conn.execute("BEGIN")
 
-    def add(self, row: dict, attachments: list[dict]) -> None:
+    def add(self, row: MailRow, attachments: list[AttachRow]) -> None:
         insert_message(self.conn, row, attachments)
-        self.known.add(row["email_id"])
+        self.known.add(row.email_id)
         self.pending += 1
         if self.pending >= self.batch:
             self.commit()

@@ -18,6 +18,7 @@ from fund_mail.archive.rows import (
     REFERENCE_ATTACHMENT,
     SOURCE_MESSAGE_ID,
     SOURCE_MESSAGE_NAME,
+    AttachRow,
     attachment_note,
     phy_file_name,
     source_message_file_name,
@@ -42,14 +43,14 @@ class MessageAttachments:
     jobs: list[AttachmentJob] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
-    def rows(self, save_folder: str) -> list[dict]:
+    def rows(self, save_folder: str) -> list[AttachRow]:
         return [
-            {
-                "save_folder": save_folder,
-                "org_file_name": job.attachment.get("name") or "",
-                "phy_file_name": job.phy_file_name,
-                "file_size": job.size,
-            }
+            AttachRow(
+                save_folder=save_folder,
+                org_file_name=job.attachment.get("name") or "",
+                phy_file_name=job.phy_file_name,
+                file_size=job.size,
+            )
             for job in self.jobs
             if not job.note
         ]

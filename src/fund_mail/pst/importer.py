@@ -27,6 +27,8 @@ from fund_mail.archive.fsutil import RunLock, atomic_writer
 from fund_mail.archive.rows import (
     FILE_ATTACHMENT,
     ITEM_ATTACHMENT,
+    AttachRow,
+    MailRow,
     email_time,
     local_time,
     phy_file_name,
@@ -292,22 +294,22 @@ class PstImporter:
         attachments = self._save_attachments(
             item, email_id, save_folder, tally, notes, report, path, props
         )
-        row = {
-            "email_id": email_id,
-            "subject": p.text(props, p.PR_SUBJECT) or _safe(lambda: item.subject) or "",
-            "sender_address": sender.address,
-            "sender_name": p.text(props, p.PR_SENDER_NAME),
-            "from_address": author.address,
-            "from_name": p.text(props, p.PR_SENT_REPRESENTING_NAME),
-            "to_recipients": to,
-            "cc_recipients": cc,
-            "email_time": email_time(moment) if moment else "",
-            "kst_time": local_time(moment, self.tz) if moment else "",
-            "content": self._body(item, props),
-            "msg_kind": "sent" if sent else "receive",
-            "folder_path": path,
-            "note": "; ".join(notes),
-        }
+        row = MailRow(
+            email_id=email_id,
+            subject=p.text(props, p.PR_SUBJECT) or _safe(lambda: item.subject) or "",
+            sender_address=sender.address,
+            sender_name=p.text(props, p.PR_SENDER_NAME),
+            from_address=author.address,
+            from_name=p.text(props, p.PR_SENT_REPRESENTING_NAME),
+            to_recipients=to,
+            cc_recipients=cc,
+            email_time=email_time(moment) if moment else "",
+            kst_time=local_time(moment, self.tz) if moment else "",
+            content=self._body(item, props),
+            msg_kind="sent" if sent else "receive",
+            folder_path=path,
+            note="; ".join(notes),
+        )
         db.add(row, attachments)
         tally.written += 1
         tally.archived[kind] += 1
@@ -333,8 +335,8 @@ class PstImporter:
         report: ImportReport,
         path: str,
         props: dict,
-    ) -> list[dict]:
-        rows: list[dict] = []
+    ) -> list[AttachRow]:
+        rows: list[AttachRow] = []
         count = _count_attachments(item)
         tally.attachments_expected += count
         folder = self.target / save_folder
@@ -368,14 +370,7 @@ class PstImporter:
                 notes.append(reason)
                 report.problems.append(Problem(path or "(top)", subject, reason))
                 continue
-            rows.append(
-                {
-                    "save_folder": save_folder,
-                    "org_file_name": name,
-                    "phy_file_name": phy,
-                    "file_size": size,
-                }
-            )
+            rows.append(AttachRow(save_folder, name, phy, size))
             tally.attachments_written += 1
         return rows
 
