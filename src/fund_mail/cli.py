@@ -490,6 +490,8 @@ class _Progress:
             self._postfix()
 
     def _postfix(self) -> None:
+        if self.bar is None:
+            return
         self.bar.set_postfix_str(
             f"{self.messages} msgs, {self.bytes / 1e6:.1f} MB archived, {self.listed} listed"
         )

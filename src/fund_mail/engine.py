@@ -670,7 +670,8 @@ def run_days(
         try:
             archiver = Archiver(config, client, index, "day")
             outcomes = archiver.archive_days(works, dedupe=False)
-            outcome = settle_range(((w.day, o) for w, o in outcomes), finished)
+            # A range's works are days; only a run's window has none.
+            outcome = settle_range(((w.day, o) for w, o in outcomes if w.day), finished)
         finally:
             ahead.close()
         if resume and not outcome.failed:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -76,7 +76,7 @@ def read_ahead(pages: Iterator[T]) -> Iterator[T]:
             yield cast(T, page)
 
 
-class ListAhead:
+class ListAhead(Generic[T]):
     """Lists several sources (the days of a range) one after another on a worker thread, up to
     `depth` pages ahead of the caller, so day k+1 is listed while day k's attachments download.
 
@@ -436,7 +436,8 @@ class GraphClient:
             return
         listed = set(newest.ids)
         try:
-            walks_a_second = next_query(newest_query, newest, set()).second is not None
+            following = next_query(newest_query, newest, set())
+            walks_a_second = following is not None and following.second is not None
         except NoProgress:
             walks_a_second = True
         if walks_a_second:
@@ -606,7 +607,11 @@ class GraphClient:
         except BaseException:
             writer.__exit__(*sys.exc_info())
             raise
-        return size, lambda: writer.__exit__(None, None, None)
+
+        def commit() -> None:
+            writer.__exit__(None, None, None)
+
+        return size, commit
 
     def finisher(self) -> ThreadPoolExecutor:
         """One thread that fsyncs and renames downloaded files, in the order they finish."""

@@ -135,6 +135,8 @@ def plan_slices(window: Window, density: float, page_size: int) -> list[Window]:
     slice aims at SLICE_FILL of a page, so it costs one request, or one more when the mail is
     uneven.
     """
+    if window.end is None:
+        raise ValueError("only a closed window can be cut into slices")
     rest = max(1, int((window.end - window.start).total_seconds()))
     count = math.ceil(density * rest / (page_size * SLICE_FILL))
     count = max(1, min(MAX_SLICES, count, rest))
