@@ -109,8 +109,9 @@ def run_demo() -> int:
         config = config_from_values(values, source="demo")
         now = datetime.now(UTC).replace(microsecond=0)
         print(f"Graph emulator at {graph.url}, mailbox {graph.mailbox.address}")
-        # History from yesterday: it is before the baseline, so it is never archived.
-        seed_history(graph, now - timedelta(days=1))
+        # History from two days ago: before the baseline, so never archived, and never on the
+        # same local day as the restored message below.
+        seed_history(graph, now - timedelta(days=2))
 
         first = run_once(config)
         print("Run 1 (first run: baseline, nothing archived):")
@@ -128,8 +129,8 @@ def run_demo() -> int:
             print_archive(second.db_path, data_dir)
 
         # Restored from Deleted Items with its old date: older than any overlap window.
-        today = now.astimezone(config.tz).replace(hour=0, minute=0, second=0, microsecond=0)
-        restored_at = max(today, now - timedelta(hours=2))
+        # Two hours old: far outside the 30-minute overlap whatever the time of day.
+        restored_at = now - timedelta(hours=2)
         graph.mailbox.add_message(
             restored_at,
             subject="Restored: 운용사 계약서 (old date)",
@@ -139,7 +140,7 @@ def run_demo() -> int:
         third = run_once(config)
         print("\nRun 3 (a message restored with an old date; no run can see it):")
         print(f"  {third.summary('fund_mail_once')}")
-        day = today.date()
+        day = restored_at.astimezone(config.tz).date()
         print(f"fund_mail_one_day --audit --date {day} (repairs what is missing):")
         for audit in run_audit(config, [day]).audits:
             print(f"  {audit.line()}")
