@@ -209,16 +209,11 @@ def test_plan_is_one_mail_per_condition_and_transition():
 def test_audit_can_raise_and_clear_a_condition(alert_config):
     outbox = Outbox()
     record(alert_config, datetime.now(UTC), 0)
-    alerts.raise_condition(
-        alert_config.data_dir,
-        alerts.AUDIT_GAP,
-        "the audit found 2 message(s) it could not repair",
-        "2025-06-30: 2 missing",
-        "Run fund_mail_one_day --date 2025-06-30.",
-    )
+    alerts.report_audit(alert_config.data_dir, {"2025-06-30": "2025-06-30: 2 missing"})
     check_and_notify(alert_config, transport=outbox)
-    assert "the audit found 2 message(s)" in outbox.subjects()[0]
-    alerts.clear_condition(alert_config.data_dir, alerts.AUDIT_GAP)
+    assert "the audit found gaps it could not repair on 1 day(s)" in outbox.subjects()[0]
+    assert "2025-06-30: 2 missing" in outbox.sent[0][2]
+    alerts.report_audit(alert_config.data_dir, {"2025-06-30": None})
     check_and_notify(alert_config, transport=outbox)
     assert "RESOLVED" in outbox.subjects()[1]
 

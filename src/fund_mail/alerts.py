@@ -2,7 +2,7 @@
 
 Conditions are derived from what the archive already records (the run history and the outbox in
 the archive index, the quarantine folder, the credential's expiry), plus conditions that other
-checks raise and clear through raise_condition / clear_condition (the audit's unrepaired gaps).
+checks raise and clear (the audit's unrepaired gaps, through report_audit).
 
 For each condition there is one mail when it starts, a reminder at most every
 ALERT_REPEAT_HOURS while it lasts, and one "resolved" mail when it clears. What was sent is kept
@@ -349,27 +349,6 @@ def save_state(data_dir: Path, state: dict) -> None:
 
 def _state_lock(data_dir: Path) -> RunLock:
     return RunLock(data_dir / LOCK_NAME, "alerts", wait=30)
-
-
-def raise_condition(data_dir: Path, key: str, title: str, detail: str, fix: str) -> None:
-    """Let another check (the audit) report a problem; the next alert check mails it."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with _state_lock(data_dir):
-        state = load_state(data_dir)
-        external = state.setdefault("external", {})
-        since = external.get(key, {}).get("since") or iso(datetime.now(UTC))
-        external[key] = {"title": title, "since": since, "detail": detail, "fix": fix}
-        save_state(data_dir, state)
-
-
-def clear_condition(data_dir: Path, key: str) -> None:
-    """The other check found the problem gone; the next alert check sends "resolved"."""
-    if not (data_dir / STATE_NAME).exists():
-        return
-    with _state_lock(data_dir):
-        state = load_state(data_dir)
-        if state.get("external", {}).pop(key, None) is not None:
-            save_state(data_dir, state)
 
 
 def report_audit(data_dir: Path, findings: dict[str, str | None]) -> None:

@@ -438,66 +438,52 @@ class ArchiveIndex:
         that the service can stop a cycle without killing it mid-publish.
         """
         with self.publish_lock():
-            return self._publish(
-                tmp_path, day_dir, stem, command, archived, source, exclusive, fingerprints
-            )
+            with self.transaction() as conn:
+                dropped = (0, 0)
+                if exclusive:
+                    taken = self._known(conn, [i for i, _ in archived])
+                    if taken:
+                        log.info(
+                            "%d message(s) were archived by another command meanwhile; "
+                            "leaving them out of this DB",
+                            len(taken),
+                        )
+                        dropped = remove_messages(tmp_path, taken)
+                        archived = [(i, r) for i, r in archived if i not in taken]
+                        if not archived:
+                            tmp_path.unlink(missing_ok=True)
+                            return None
+                final = day_dir / f"{stem}.db"
+                suffix = 2
+                while final.exists() or self._name_taken(conn, self.relative(final)):
+                    final = day_dir / f"{stem}_{suffix}.db"
+                    suffix += 1
+                relative = self.relative(final)
+                now = utc_now_text()
+                conn.executemany(
+                    f"INSERT {'' if exclusive else 'OR IGNORE '}INTO archived "
+                    "(email_id, received_utc, db_file, archived_at, command) VALUES (?, ?, ?, ?, ?)",
+                    [(i, r, relative, now, source or command) for i, r in archived],
+                )
+                kept = {i for i, _ in archived}
+                conn.executemany(
+                    "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
+                    [(f, i, relative) for f, i in fingerprints if i in kept],
+                )
+                conn.execute(
+                    "INSERT INTO publishing VALUES (?, ?, ?)",
+                    (relative, self.relative(tmp_path), command),
+                )
+                conn.execute(
+                    "INSERT INTO outbox (db_path, queued_at) VALUES (?, ?)",
+                    (relative, utc_now_text()),
+                )
+            crashpoints.reached("index-committed")
+            self._finish_publish(relative, tmp_path, final)
+            return Published(final, relative, *dropped)
 
     def publish_lock(self) -> RunLock:
         return RunLock(self.data_dir / PUBLISH_LOCK, "publish", wait=60)
-
-    def _publish(
-        self,
-        tmp_path: Path,
-        day_dir: Path,
-        stem: str,
-        command: str,
-        archived: list[tuple[str, str]],
-        source: str | None,
-        exclusive: bool,
-        fingerprints: Sequence[tuple[str, str]],
-    ) -> Published | None:
-        with self.transaction() as conn:
-            dropped = (0, 0)
-            if exclusive:
-                taken = self._known(conn, [i for i, _ in archived])
-                if taken:
-                    log.info(
-                        "%d message(s) were archived by another command meanwhile; "
-                        "leaving them out of this DB",
-                        len(taken),
-                    )
-                    dropped = remove_messages(tmp_path, taken)
-                    archived = [(i, r) for i, r in archived if i not in taken]
-                    if not archived:
-                        tmp_path.unlink(missing_ok=True)
-                        return None
-            final = day_dir / f"{stem}.db"
-            suffix = 2
-            while final.exists() or self._name_taken(conn, self.relative(final)):
-                final = day_dir / f"{stem}_{suffix}.db"
-                suffix += 1
-            relative = self.relative(final)
-            now = utc_now_text()
-            conn.executemany(
-                f"INSERT {'' if exclusive else 'OR IGNORE '}INTO archived "
-                "(email_id, received_utc, db_file, archived_at, command) VALUES (?, ?, ?, ?, ?)",
-                [(i, r, relative, now, source or command) for i, r in archived],
-            )
-            kept = {i for i, _ in archived}
-            conn.executemany(
-                "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
-                [(f, i, relative) for f, i in fingerprints if i in kept],
-            )
-            conn.execute(
-                "INSERT INTO publishing VALUES (?, ?, ?)",
-                (relative, self.relative(tmp_path), command),
-            )
-            conn.execute(
-                "INSERT INTO outbox (db_path, queued_at) VALUES (?, ?)", (relative, utc_now_text())
-            )
-        crashpoints.reached("index-committed")
-        self._finish_publish(relative, tmp_path, final)
-        return Published(final, relative, *dropped)
 
     def _name_taken(self, conn: sqlite3.Connection, relative: str) -> bool:
         row = conn.execute(
