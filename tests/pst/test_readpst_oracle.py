@@ -131,7 +131,11 @@ def test_importer_agrees_with_readpst(tmp_path, name):
     theirs = oracle(pst, tmp_path / "readpst")
     ours = imported(pst, tmp_path / "fund_mail")
     per_folder = Counter(folder for (folder, _), mails in ours.items() for _ in mails)
-    assert per_folder == Counter(folder for (folder, _), mails in theirs.items() for _ in mails)
+    assert per_folder == Counter(folder for (folder, _), mails in theirs.items() for _ in mails), (
+        f"only fund_mail: {sorted(ours.keys() - theirs.keys())}; "
+        f"only readpst: {sorted(theirs.keys() - ours.keys())}; readpst wrote "
+        f"{sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / 'readpst').rglob('*'))}"
+    )
     assert ours.keys() == theirs.keys()
     for key, their_mails in theirs.items():
         our_mails = ours[key]
