@@ -71,7 +71,10 @@ def eml_attachments(message: EmailMessage) -> list:
 def oracle(pst: Path, out: Path) -> dict[tuple[str, str], list[dict]]:
     """{(folder, subject): [{sender, attachments}]} as readpst sees the mail."""
     out.mkdir(parents=True)
-    subprocess.run([readpst(), "-S", "-D", "-q", "-o", str(out), str(pst)], check=True)
+    # -j 0: one process. By default readpst -S forks a child per mail, and the child's reopening
+    # of the PST moves the file offset it shares with the parent: under load the parent reads a
+    # block at a wrong offset and silently skips (or garbles) a mail, while exiting 0.
+    subprocess.run([readpst(), "-j", "0", "-S", "-D", "-q", "-o", str(out), str(pst)], check=True)
     (store,) = [d for d in out.iterdir() if d.is_dir()]
     mails: dict[tuple[str, str], list[dict]] = {}
     for path in sorted(store.rglob("*")):
