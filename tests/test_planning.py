@@ -1,4 +1,5 @@
-"""The engine's pure decisions, table by table: scan window, next cursor, self-audit days."""
+"""The engine's pure decisions, table by table: scan window, next cursor, self-audit days,
+pipeline chunks."""
 
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -6,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from fund_mail.archive.cursor import Cursor
-from fund_mail.engine import ScanPlan, next_cursor, plan_scan, self_audit_days
+from fund_mail.engine import ScanPlan, next_cursor, plan_scan, self_audit_days, stage_sizes
 
 T = datetime(2025, 6, 30, 3, 0, tzinfo=UTC)
 FLOOR = datetime(2025, 6, 1, tzinfo=UTC)
@@ -86,3 +87,19 @@ D = date(2025, 6, 30)
 )
 def test_self_audit_days(now_local, audit_at, audit_days, floor, expected):
     assert self_audit_days(now_local, audit_at, audit_days, floor) == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "staged", "publish_every", "expected"),
+    [
+        (0, 0, 2000, []),
+        (1000, 0, 2000, [100] * 10),  # a page: chunks of 100, written while the rest downloads
+        (250, 0, 2000, [100, 100, 50]),
+        (250, 1950, 2000, [50, 100, 100]),  # the DB at 2,000 is published before the rest
+        (12, 0, 5, [5, 5, 2]),  # a small PUBLISH_EVERY: never more than one DB's worth
+        (7, 3, 5, [2, 5]),
+        (150, 0, 150, [100, 50]),
+    ],
+)
+def test_stage_sizes(count, staged, publish_every, expected):
+    assert stage_sizes(count, staged, publish_every) == expected

@@ -56,7 +56,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PIPELINE_DEPTH = 1  # chunks whose downloads are queued while an older chunk is written
+# The unit of the download pipeline: a chunk's downloads are queued at once, and its rows are
+# written when they are done. Small chunks keep the rows of a page written while the rest of
+# the page downloads, so little is left to write after the last answer; PUBLISH_EVERY, not the
+# chunk, decides when a DB is published.
+STAGE_MESSAGES = 100
+PIPELINE_DEPTH = 10  # chunks (a page) whose downloads are queued while an older one is written
 BASELINE_PAGE = 50
 AUDIT_PAGE = 1000  # the audit lists ids only: a full page costs no more than a short one
 FUTURE_SKEW = timedelta(minutes=5)  # a receivedDateTime further ahead never becomes the cursor
@@ -120,6 +125,19 @@ def self_audit_days(
         first = floor.astimezone(now_local.tzinfo).date()
         days = [d for d in days if d >= first]
     return days
+
+
+def stage_sizes(count: int, staged: int, publish_every: int) -> list[int]:
+    """How count new messages of a day are cut into pipeline chunks, staged messages of the day
+    already being in it: at most STAGE_MESSAGES each, never straddling a multiple of
+    PUBLISH_EVERY, so that each published DB holds exactly PUBLISH_EVERY messages."""
+    sizes = []
+    while count > 0:
+        size = min(STAGE_MESSAGES, publish_every - staged % publish_every, count)
+        sizes.append(size)
+        staged += size
+        count -= size
+    return sizes
 
 
 def day_bounds(day: date, config: Config) -> tuple[datetime, datetime]:
@@ -244,7 +262,7 @@ class Archiver:
                             batch = [m for m in batch if m["id"] not in known]
                         if on_page:
                             on_page(len(page))
-                        for chunk in _chunks(batch, self.config.publish_every):
+                        for chunk in _chunks(batch, state, self.config.publish_every):
                             staged.append(self._stage(state, chunk))
                             yield from self._settle(staged, dedupe, keep=PIPELINE_DEPTH)
                 except Exception as e:  # noqa: BLE001 - this day failed; the caller decides
@@ -390,6 +408,7 @@ class _DayState:
     result: RunResult = field(default_factory=RunResult)
     pending: _PendingDb | None = None
     error: Exception | None = None
+    staged: int = 0  # messages handed to the pipeline so far
 
     def fail(self, error: Exception) -> None:
         if self.error is None:
@@ -429,9 +448,12 @@ class _PendingDb:
         self.ids: list[tuple[str, str]] = []
 
 
-def _chunks(batch: list[dict], size: int) -> Iterator[list[dict]]:
-    for start in range(0, len(batch), size):
+def _chunks(batch: list[dict], state: _DayState, publish_every: int) -> Iterator[list[dict]]:
+    start = 0
+    for size in stage_sizes(len(batch), state.staged, publish_every):
         yield batch[start : start + size]
+        start += size
+    state.staged += len(batch)
 
 
 @dataclass

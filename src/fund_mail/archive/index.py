@@ -704,17 +704,25 @@ class ArchiveIndex:
         )
         return {row[0]: FileRecord(*row) for row in rows}
 
-    def hashed(self, path: str) -> bool:
-        row = self._conn.execute("SELECT 1 FROM file_hashes WHERE path = ?", (path,)).fetchone()
-        return row is not None
+    def hashed_among(self, paths: list[str]) -> set[str]:
+        """The paths among these that already have a recorded hash."""
+        found: set[str] = set()
+        for start in range(0, len(paths), 500):  # SQLite's limit on bound parameters
+            part = paths[start : start + 500]
+            marks = ",".join("?" * len(part))
+            rows = self._conn.execute(f"SELECT path FROM file_hashes WHERE path IN ({marks})", part)
+            found.update(r[0] for r in rows)
+        return found
 
-    def record_hash(self, path: str, size: int, mtime_ns: int, sha256: str) -> None:
-        """The first hash of a file is the one kept: a later change must show up, not replace it."""
+    def record_hashes(self, files: list[tuple[str, int, int, str]]) -> None:
+        """(path, size, mtime_ns, sha256) of files, in one transaction. The first hash of a file
+        is the one kept: a later change must show up, not replace it."""
+        now = utc_now_text()
         with self.transaction() as conn:
-            conn.execute(
+            conn.executemany(
                 "INSERT OR IGNORE INTO file_hashes (path, size, mtime_ns, sha256, hashed_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (path, size, mtime_ns, sha256, utc_now_text()),
+                [(*file, now) for file in files],
             )
 
     def hashed_days(self, since: str) -> list[str]:

@@ -66,8 +66,8 @@ def render(day: str, files: list[tuple[str, int, str]], previous: tuple[str, str
 def hash_new_files(data_dir: Path, index: ArchiveIndex) -> set[str]:
     """Hash the files of every published DB that has no hash yet; returns their days.
 
-    Each file is recorded as soon as it is hashed and the DB last, so a run killed half way
-    goes on where it stopped, and nothing is hashed twice.
+    A DB's files are recorded together, the DB among them, in one transaction: a run killed
+    half way hashes that DB's files again, and nothing is hashed twice once recorded.
     """
     days: set[str] = set()
     for db_relative in index.unhashed_dbs():
@@ -76,11 +76,15 @@ def hash_new_files(data_dir: Path, index: ArchiveIndex) -> set[str]:
         day = db_relative.split("/", 1)[0]
         if day not in days:
             index.mark_pending(day)  # a crash from here on still rewrites the manifest
-        for local, relative in files_of(data_dir, db_relative):
-            if index.hashed(relative) or not local.is_file():
+        files = files_of(data_dir, db_relative)
+        known = index.hashed_among([relative for _, relative in files])
+        hashes = []
+        for local, relative in files:
+            if relative in known or not local.is_file():
                 continue
             stat = local.stat()
-            index.record_hash(relative, stat.st_size, stat.st_mtime_ns, file_sha256(local))
+            hashes.append((relative, stat.st_size, stat.st_mtime_ns, file_sha256(local)))
+        index.record_hashes(hashes)
         days.add(day)
     return days
 

@@ -273,7 +273,13 @@ class GraphEmulator:
 
     # -- used by the handler ---------------------------------------------------------------
     def _begin(
-        self, method: str, path: str, query: dict, target: str, mailbox: str = ""
+        self,
+        method: str,
+        path: str,
+        query: dict,
+        target: str,
+        mailbox: str = "",
+        arrived: float | None = None,
     ) -> RequestRecord:
         with self._lock:
             counted = target not in ("token", "discovery")
@@ -290,7 +296,7 @@ class GraphEmulator:
                 path,
                 query,
                 target,
-                time.monotonic(),
+                time.monotonic() if arrived is None else arrived,
                 in_flight=self._in_flight if counted else 0,
                 mailbox=mailbox,
                 mailbox_in_flight=self._in_flight_by_mailbox.get(mailbox, 0) if counted else 0,
@@ -379,6 +385,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
         pass  # the request log replaces stderr chatter
 
+    def parse_request(self) -> bool:
+        # Called as soon as the request line is read: the request has arrived. Parsing its
+        # headers is the emulator's own work, and falls inside the latency like the rest of it.
+        self._arrived = time.monotonic()
+        return super().parse_request()
+
     @property
     def emulator(self) -> GraphEmulator:
         return self.server.emulator
@@ -400,7 +412,7 @@ class _Handler(BaseHTTPRequestHandler):
         mailbox = (
             segments[2].lower() if segments[:2] == ["v1.0", "users"] and len(segments) > 2 else ""
         )
-        record = self.emulator._begin(method, split.path, query, target, mailbox)
+        record = self.emulator._begin(method, split.path, query, target, mailbox, self._arrived)
         self._record, self._status, self._retry_after = record, 0, None
         self._respond_at = record.started + self.emulator.latency
         try:

@@ -315,6 +315,30 @@ class GraphClient:
             self._local.session = session
         return session
 
+    def _get(self, url: str, params: dict | None, token: str, stream: bool) -> requests.Response:
+        """One GET straight through the session's transport adapter (urllib3 and the retry
+        policy), without Session.request.
+
+        Session.request merges the environment's settings, cookies and hooks and follows
+        redirects on every call. A Graph GET needs none of it: the environment is settled once
+        per session, Graph sets no cookies, and a redirect would take the token elsewhere. That
+        work was most of requests' own time per download, and a download's slot waits for it.
+        """
+        session = self._session()
+        request = requests.Request(
+            "GET",
+            url,
+            params=params,
+            headers={**session.headers, "Authorization": f"Bearer {token}"},
+        ).prepare()
+        return session.get_adapter(url).send(
+            request,
+            stream=stream,
+            timeout=self.timeout,
+            verify=self.ca_bundle or session.verify,
+            proxies=session.proxies,
+        )
+
     def _send(self, url: str, params: dict | None, stream: bool) -> requests.Response:
         """One GET (urllib3 retries inside); a 401 gets one retry with a fresh token."""
         target = urlsplit(url)
@@ -330,13 +354,7 @@ class GraphClient:
         for attempt in (1, 2):
             token = self.tokens.bearer(force_refresh=attempt == 2)
             self._count_request()
-            response = self._session().get(
-                url,
-                params=params,
-                headers={"Authorization": f"Bearer {token}"},
-                timeout=self.timeout,
-                stream=stream,
-            )
+            response = self._get(url, params, token, stream)
             if response.status_code != 401:
                 return response
             response.close()
