@@ -691,6 +691,8 @@ def run_days(
 
         try:
             archiver = Archiver(config, client, index, "day")
+            if todo:
+                archiver.folders.sent_items_ahead()  # a whole day almost always has mail
             outcomes = archiver.archive_days(works, dedupe=False)
             # A range's works are days; only a run's window has none.
             outcome = settle_range(((w.day, o) for w, o in outcomes if w.day), finished)

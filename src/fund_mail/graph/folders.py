@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from fund_mail.errors import GraphError
 from fund_mail.graph.client import GraphClient
@@ -29,6 +29,7 @@ class FolderPaths:
         self._paths: dict[str, str] = {}
         self._root_id: str | None = None
         self._sent_id: str | None = None
+        self._sent_ahead: Future[dict] | None = None
 
     @property
     def sent_items_id(self) -> str:
@@ -36,10 +37,20 @@ class FolderPaths:
             self.lookup([])
         return self._sent_id or ""
 
+    def sent_items_ahead(self) -> None:
+        """Ask for Sent Items now, beside the first list page, for a run that will need it (a
+        backfill): the answer is there when the first page's folders are looked up."""
+        if self._sent_id is None and self._sent_ahead is None:
+            worker = ThreadPoolExecutor(1, thread_name_prefix="folder")
+            self._sent_ahead = worker.submit(self._client.fetch_folder, "sentitems")
+            worker.shutdown(wait=False)
+
     def lookup(self, folder_ids: Iterable[str | None]) -> None:
         if self._sent_id is None:
             # First on its own: a message in Sent Items then needs no request of its own.
-            self._take_sent_items(self._client.fetch_folder("sentitems"))
+            ahead, self._sent_ahead = self._sent_ahead, None
+            sent = ahead.result() if ahead else self._client.fetch_folder("sentitems")
+            self._take_sent_items(sent)
         wanted = self._unseen(folder_ids)
         if not wanted:
             return
