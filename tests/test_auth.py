@@ -1,11 +1,12 @@
 """msal against the emulator's token endpoint, over real TLS."""
 
 import dataclasses
+import time
 
 import pytest
 
 from fund_mail.errors import AuthError
-from fund_mail.graph.auth import TokenProvider, describe_token_error
+from fund_mail.graph.auth import TokenProvider, TokensAhead, describe_token_error
 
 
 def test_client_credentials_token(config, graph):
@@ -226,3 +227,20 @@ def test_a_sign_in_that_keeps_failing_forgets_the_discovery_answer(config, graph
         tokens.token()
     # The endpoints it named may have moved: the next run asks for them again.
     assert not (config.data_dir / discovery.CACHE_NAME).exists()
+
+
+def test_sign_in_ahead_asks_for_the_token_before_anything_needs_it(config, graph):
+    tokens = TokensAhead(config)
+    deadline = time.monotonic() + 10
+    while not graph.records("token") and time.monotonic() < deadline:
+        time.sleep(0.01)  # no one has asked for a token yet
+    assert graph.records("token"), "the sign-in did not start on its own"
+    assert tokens.bearer() == tokens.bearer()
+    assert len(graph.records("token")) == 1
+
+
+def test_sign_in_ahead_raises_its_failure_where_the_token_is_needed(config, graph):
+    config = dataclasses.replace(config, client_secret="wrong-secret-value")
+    tokens = TokensAhead(config)  # the failure happens on the thread, and waits there
+    with pytest.raises(AuthError, match="AADSTS7000215"):
+        tokens.bearer()

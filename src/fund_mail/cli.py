@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from fund_mail.archive.fsutil import private_files
+from fund_mail.archive.fsutil import lock_holder, private_files
 from fund_mail.config import Config, load_config
 from fund_mail.errors import (
     ExitCode,
@@ -27,6 +27,7 @@ from fund_mail.version import __version__
 if TYPE_CHECKING:
     # The engine brings requests and msal: imported by the commands that sign in, when they run.
     from fund_mail.engine import RunResult
+    from fund_mail.graph.client import GraphClient
 
 log = logging.getLogger("fund_mail.cli")
 
@@ -177,6 +178,23 @@ def source_engine(config: Config) -> ModuleType:
     return engine
 
 
+def graph_ahead(config: Config, command: str) -> GraphClient | None:
+    """For a command that will ask Graph for mail: a client whose sign-in has already started,
+    before the engine is imported, so that its round trips overlap the rest of the start-up.
+
+    None for the IMAP source, which signs in its own way, and when another run holds the
+    command's lock: this run then stops at the lock without a single request.
+    """
+    if config.mail_source == "imap" or lock_holder(config.data_dir / f"{command}.lock"):
+        return None
+    from fund_mail.graph.auth import TokensAhead
+
+    tokens = TokensAhead(config)
+    from fund_mail.engine import open_graph
+
+    return open_graph(config, tokens)
+
+
 def _say(line: str) -> None:
     print(label(line), flush=True)
     log.debug(line)
@@ -224,20 +242,23 @@ def _guarded(action: Callable[[], int]) -> int:
 def _recorded(command: str, config: Config, body: Callable[[], RunResult | None]) -> int:
     """Run body and keep its outcome in the run history that --status shows."""
     from fund_mail.archive.index import utc_now_text
-    from fund_mail.engine import record_run
+
+    def record_run(*outcome) -> None:
+        # The engine is imported once body has started its sign-in (graph_ahead).
+        from fund_mail.engine import record_run
+
+        record_run(config, command, started, *outcome)
 
     started = utc_now_text()
     try:
         result = body()
     except FundMailError as e:
-        record_run(config, command, started, int(e.exit_code), str(e), e.result)
+        record_run(int(e.exit_code), str(e), e.result)
         raise
     except Exception as e:
-        record_run(
-            config, command, started, int(ExitCode.RUN_FAILED), f"{type(e).__name__}: {e}", None
-        )
+        record_run(int(ExitCode.RUN_FAILED), f"{type(e).__name__}: {e}", None)
         raise
-    record_run(config, command, started, int(ExitCode.OK), "", result)
+    record_run(int(ExitCode.OK), "", result)
     return int(ExitCode.OK)
 
 
@@ -342,7 +363,6 @@ def once_main(argv: list[str] | None = None) -> int:
 
     def work(config: Config) -> int:
         from fund_mail.archive.rows import parse_datetime_arg
-        from fund_mail.engine import retain
 
         since = None
         if args.since:
@@ -363,9 +383,15 @@ def once_main(argv: list[str] | None = None) -> int:
         def body() -> RunResult | None:
             result = None
             if not args.upload_only:
-                result = source_engine(config).run_once(config, since=since)
+                client = graph_ahead(config, "fund_mail_once")
+                if client is None:
+                    result = source_engine(config).run_once(config, since=since)
+                else:
+                    result = source_engine(config).run_once(config, since=since, client=client)
                 _say(result.summary("fund_mail_once"))
             deliver_after("fund_mail_once", config, args, result)
+            from fund_mail.engine import retain
+
             retained = retain(config)
             if retained and retained.removed:
                 _say(f"fund_mail_once: removed {len(retained.removed)} delivered day(s) locally")
@@ -518,6 +544,7 @@ def one_day_main(argv: list[str] | None = None) -> int:
 
 
 def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) -> RunResult:
+    client = graph_ahead(config, "fund_mail_one_day")
     from fund_mail.engine import range_failure, run_days, run_range
 
     progress = _Progress(days)
@@ -545,7 +572,12 @@ def _archive_days(config: Config, args: argparse.Namespace, days: list[date]) ->
         else:
             # One job for the whole range: a killed range resumes where it stopped.
             outcome = run_days(
-                config, days, on_page=progress.page, on_day=after, resume=len(days) > 1
+                config,
+                days,
+                client=client,
+                on_page=progress.page,
+                on_day=after,
+                resume=len(days) > 1,
             )
     finally:
         progress.close()

@@ -45,7 +45,7 @@ from fund_mail.errors import (
     StateError,
 )
 from fund_mail.graph import attachments
-from fund_mail.graph.auth import TokenProvider
+from fund_mail.graph.auth import TokenProvider, Tokens
 from fund_mail.graph.client import ID_FIELDS, GraphClient, ListAhead, read_ahead
 from fund_mail.graph.folders import FolderPaths
 from fund_mail.graph.paging import EPOCH, Window
@@ -495,8 +495,9 @@ def exclusive_index(config: Config, command: str, lock_name: str) -> Iterator[Ar
             index.close()
 
 
-def open_graph(config: Config) -> GraphClient:
-    return GraphClient(config, TokenProvider(config), backoff=config.retry_backoff)
+def open_graph(config: Config, tokens: Tokens | None = None) -> GraphClient:
+    tokens = tokens or TokenProvider(config)
+    return GraphClient(config, tokens, backoff=config.retry_backoff)
 
 
 def _load_cursor(config: Config, since: datetime | None) -> Cursor | None:

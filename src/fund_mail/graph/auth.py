@@ -7,6 +7,7 @@ import threading
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlparse
 
 import msal
@@ -217,6 +218,50 @@ class TokenProvider:
         if "access_token" not in result and is_transient(result):
             raise _TryLater(result)
         return result
+
+
+class Tokens(Protocol):
+    """What GraphClient asks for: a TokenProvider, or a TokensAhead."""
+
+    def bearer(self, force_refresh: bool = False) -> str: ...
+
+    def token(self, force_refresh: bool = False) -> str: ...
+
+
+class TokensAhead:
+    """A TokenProvider built and signed in on a thread, started as soon as a command knows it
+    will need Graph, so that the discovery and token round trips overlap the rest of the
+    program's start-up (importing the engine, opening the index). The first use waits for that
+    thread, and raises what the sign-in raised, as the first request would have."""
+
+    def __init__(self, config: Config) -> None:
+        self._provider: TokenProvider | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._sign_in, args=(config,), name="sign-in", daemon=True
+        )
+        self._thread.start()
+
+    def _sign_in(self, config: Config) -> None:
+        try:
+            provider = TokenProvider(config)
+            provider.bearer()
+            self._provider = provider
+        except BaseException as e:  # noqa: BLE001 - raised again in the thread that needs it
+            self._error = e
+
+    def _ready(self) -> TokenProvider:
+        self._thread.join()
+        if self._provider is None:
+            assert self._error is not None
+            raise self._error
+        return self._provider
+
+    def bearer(self, force_refresh: bool = False) -> str:
+        return self._ready().bearer(force_refresh)
+
+    def token(self, force_refresh: bool = False) -> str:
+        return self._ready().token(force_refresh)
 
 
 def describe_token_error(result: dict) -> str:

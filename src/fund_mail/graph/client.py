@@ -26,7 +26,7 @@ from fund_mail.archive.fsutil import atomic_writer
 from fund_mail.archive.rows import parse_graph_time
 from fund_mail.config import Config
 from fund_mail.errors import AccessDeniedError, GraphError
-from fund_mail.graph.auth import TokenProvider
+from fund_mail.graph.auth import Tokens
 from fund_mail.graph.paging import (
     NoProgress,
     PageQuery,
@@ -250,7 +250,7 @@ def read_json(response: requests.Response, limit: int) -> dict[str, Any]:
 
 
 class GraphClient:
-    def __init__(self, config: Config, tokens: TokenProvider, backoff: float = 1.0) -> None:
+    def __init__(self, config: Config, tokens: Tokens, backoff: float = 1.0) -> None:
         self.mailbox_url = f"{config.graph_url}/v1.0/users/{quote(config.email_id)}"
         graph = urlsplit(config.graph_url)
         self._origin = (graph.scheme.lower(), graph.netloc.lower())
