@@ -312,6 +312,8 @@ class Archiver:
             crashpoints.reached("attachments-downloaded")
             if state.pending is None:
                 state.pending = _PendingDb(state.day_dir, self.command, state.work.stem)
+            pending = state.pending
+            pending.hashes += attachments.file_hashes(staged.jobs, pending.save_folder)
             self._add_rows(staged.batch, staged.plans, state.pending, state.result)
             if state.pending.db.messages >= self.config.publish_every:
                 pending, state.pending = state.pending, None
@@ -334,7 +336,7 @@ class Archiver:
         self, batch: list[dict], plans: list, pending: _PendingDb, result: RunResult
     ) -> None:
         config = self.config
-        save_folder = f"{pending.day_dir.name}/attach"
+        save_folder = pending.save_folder
         sent_items_id = self.folders.sent_items_id
         rows = []
         for message, plan in zip(batch, plans, strict=True):
@@ -386,6 +388,9 @@ class Archiver:
         )
         if published is None:
             return  # another command archived all of them first
+        # The manifest then only hashes the DB itself; a crash before this line leaves the
+        # files to update_manifests, which hashes what has no hash yet.
+        self.index.record_hashes(pending.hashes)
         result.messages += pending.db.messages - published.dropped_messages
         result.attachments += pending.db.attachments - published.dropped_attachments
         result.db_paths.append(published.path)
@@ -446,6 +451,8 @@ class _PendingDb:
         self.stem = stem
         self.db = ArchiveDb(day_dir / f".{command}-{stem}.{time.time_ns()}.tmp")
         self.ids: list[tuple[str, str]] = []
+        self.save_folder = f"{day_dir.name}/attach"  # attachment rows' folder, under DATA_DIR
+        self.hashes: list[tuple[str, int, int, str]] = []  # of its attachment files
 
 
 def _chunks(batch: list[dict], state: _DayState, publish_every: int) -> Iterator[list[dict]]:

@@ -215,3 +215,25 @@ def test_an_archive_from_before_the_manifests_gets_its_chain(config, graph):
     finally:
         index.close()
     assert check(config, LocalTree(config.data_dir)).intact
+
+
+def test_attachments_are_hashed_as_they_land_and_the_manifest_reads_only_the_db(
+    config, graph, monkeypatch
+):
+    from fund_mail.archive import manifest
+
+    read_back = []
+    hash_file = manifest.file_sha256
+    monkeypatch.setattr(manifest, "file_sha256", lambda p: read_back.append(p) or hash_file(p))
+    (day,) = archive_days(config, graph, days=DAYS[:1])
+    assert [p.suffix for p in read_back] == [".db"], "only the DB was read back"
+    index = ArchiveIndex(config.data_dir)
+    try:
+        records = index.file_records(day)
+    finally:
+        index.close()
+    attached = [r for r in records.values() if "/attach/" in r.path]
+    assert len(attached) == 2
+    for record in attached:
+        assert record.sha256 == hash_file(config.data_dir / record.path)  # the bytes on disk
+    assert check(config, LocalTree(config.data_dir)).intact

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import requests
 
+from fund_mail.archive.fsutil import file_sha256
 from fund_mail.archive.rows import (
     REFERENCE_ATTACHMENT,
     SOURCE_MESSAGE_ID,
@@ -36,6 +37,7 @@ class AttachmentJob:
     phy_file_name: str
     size: int = 0
     note: str = ""  # set when there is no file to keep (a link-only attachment)
+    digest: tuple[int, str] | None = None  # (mtime_ns, SHA-256) of the file once committed
 
 
 @dataclass
@@ -118,6 +120,10 @@ def _commit(commit: Callable[[], None], job: AttachmentJob, dest: Path) -> None:
     RunFailed, as a refused write does."""
     try:
         commit()
+        if not job.note:
+            # Hashed here, while other downloads are still on their way, from the page cache:
+            # the manifest then has nothing left to read back after the last answer.
+            job.digest = (dest.stat().st_mtime_ns, file_sha256(dest))
     except OSError as e:
         raise _not_saved(job, dest, e) from e
 
@@ -131,6 +137,15 @@ def _not_saved(job: AttachmentJob, dest: Path, e: OSError) -> RunFailed:
         "virus scanner, or fund_mail_one_day writing the same file) may hold it open; "
         "this run archived nothing and the next run tries again."
     )
+
+
+def file_hashes(jobs: list[AttachmentJob], save_folder: str) -> list[tuple[str, int, int, str]]:
+    """(path under DATA_DIR, size, mtime_ns, SHA-256) of each file the jobs committed."""
+    return [
+        (f"{save_folder}/{job.phy_file_name}", job.size, *job.digest)
+        for job in jobs
+        if job.digest is not None
+    ]
 
 
 def finish(jobs: list[AttachmentJob], downloads: list[Future]) -> int:
