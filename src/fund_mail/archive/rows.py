@@ -37,8 +37,9 @@ def parse_graph_time(value: str) -> datetime:
 
 
 def _seconds(moment: datetime, sep: str) -> str:
-    # isoformat is several times cheaper than strftime, which runs for every message.
-    return moment.replace(tzinfo=None, microsecond=0).isoformat(sep)
+    # isoformat is several times cheaper than strftime, which runs for every message; the first
+    # 19 characters are the date and time to the second, before any offset.
+    return moment.isoformat(sep, "seconds")[:19]
 
 
 def graph_time(moment: datetime) -> str:
