@@ -120,6 +120,10 @@ class Outcome:
 
 
 REQUESTS_GOAL = ("requests within 1.05x of the floor", lambda o: o.request_ratio <= 1.05)
+# The attachment workloads' goal as the issue wrote it, and its reading against the reference
+# client, which counts the work every Python client does here (BENCHMARKS.md, "The floor").
+WITHIN_FLOOR_C = ("within 1.05x of floor c", lambda o: o.ratio <= 1.05)
+WITHIN_REFERENCE = ("within 1.05x of the reference client", lambda o: o.reference_ratio <= 1.05)
 
 
 def day_of_mail(graph: GraphEmulator, day: date, count: int, with_files: int) -> list[Message]:
@@ -363,8 +367,8 @@ class Bench:
             [r.work for r in records if r.target == "list"],
             [],
         )
-        outcome.targets = [(label, check(outcome)) for label, check in targets]
         outcome.reference = self.reference(graph, cwd, records)
+        outcome.targets = [(label, check(outcome)) for label, check in targets]
         self.outcomes.append(outcome)
         return outcome
 
@@ -461,7 +465,8 @@ class Bench:
                 [
                     ("no per-message requests", lambda o: o.requests["message"] == 0),
                     REQUESTS_GOAL,
-                    ("within 1.05x of floor c", lambda o: o.ratio <= 1.05),
+                    WITHIN_FLOOR_C,
+                    WITHIN_REFERENCE,
                 ],
             )
 
@@ -490,6 +495,7 @@ class Bench:
                 [
                     REQUESTS_GOAL,
                     ("within 1.3x of floor c", lambda o: o.ratio <= 1.3),
+                    ("within 1.3x of the reference client", lambda o: o.reference_ratio <= 1.3),
                 ],
             )
 
@@ -506,7 +512,7 @@ class Bench:
                 workdir,
                 mail,
                 600,
-                [REQUESTS_GOAL, ("within 1.05x of floor c", lambda o: o.ratio <= 1.05)],
+                [REQUESTS_GOAL, WITHIN_FLOOR_C, WITHIN_REFERENCE],
             )
 
     def range(self) -> None:
@@ -527,7 +533,7 @@ class Bench:
                 workdir,
                 mail,
                 4200,
-                [REQUESTS_GOAL, ("within 1.05x of floor c", lambda o: o.ratio <= 1.05)],
+                [REQUESTS_GOAL, WITHIN_FLOOR_C, WITHIN_REFERENCE],
                 days=7,
             )
 
