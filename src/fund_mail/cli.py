@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from types import ModuleType
 from typing import TYPE_CHECKING, NoReturn
 
-from fund_mail.archive.fsutil import lock_holder, private_files
+from fund_mail.archive.fsutil import command_lock, lock_holder, private_files
 from fund_mail.config import Config, load_config
 from fund_mail.errors import (
     ExitCode,
@@ -185,7 +185,7 @@ def graph_ahead(config: Config, command: str) -> GraphClient | None:
     None for the IMAP source, which signs in its own way, and when another run holds the
     command's lock: this run then stops at the lock without a single request.
     """
-    if config.mail_source == "imap" or lock_holder(config.data_dir / f"{command}.lock"):
+    if config.mail_source == "imap" or lock_holder(command_lock(config.data_dir, command)):
         return None
     from fund_mail.graph.auth import TokensAhead
 

@@ -24,7 +24,7 @@ from typing import IO
 import paramiko
 
 from fund_mail import crashpoints
-from fund_mail.archive.fsutil import RunLock
+from fund_mail.archive.fsutil import RunLock, command_lock
 from fund_mail.archive.index import ArchiveIndex, FileRecord
 from fund_mail.archive.store import files_of
 from fund_mail.config import Config
@@ -311,7 +311,7 @@ class Uploader:
 def deliver_queue(config: Config, index: ArchiveIndex) -> DeliveryReport:
     """Deliver every queued DB, oldest first; raise DeliveryError (queue kept) on failure."""
     report = DeliveryReport()
-    lock = RunLock(config.data_dir / "fund_mail_delivery.lock", "delivery")
+    lock = RunLock(command_lock(config.data_dir, "fund_mail_delivery"), "delivery")
     try:
         lock.__enter__()
     except LockedError:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from fund_mail import crashpoints
 from fund_mail.archive.cursor import Cursor, read_cursor, set_aside, write_cursor
-from fund_mail.archive.fsutil import RunLock, sweep_stale_partials
+from fund_mail.archive.fsutil import RunLock, command_lock, sweep_stale_partials
 from fund_mail.archive.index import ArchiveIndex, AuditCounts
 from fund_mail.archive.manifest import update_manifests
 from fund_mail.archive.quarantine import quarantine
@@ -312,8 +312,7 @@ class Archiver:
             crashpoints.reached("attachments-downloaded")
             if state.pending is None:
                 state.pending = _PendingDb(state.day_dir, self.command, state.work.stem)
-            pending = state.pending
-            pending.hashes += attachments.file_hashes(staged.jobs, pending.save_folder)
+            state.pending.hashes += attachments.file_hashes(staged.jobs, state.pending.save_folder)
             self._add_rows(staged.batch, staged.plans, state.pending, state.result)
             if state.pending.db.messages >= self.config.publish_every:
                 pending, state.pending = state.pending, None
@@ -492,7 +491,7 @@ class Newest:
 def exclusive_index(config: Config, command: str, lock_name: str) -> Iterator[ArchiveIndex]:
     """Hold the command's lock, open the index, and finish what a killed run left open."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    with RunLock(config.data_dir / f"{lock_name}.lock", lock_name):
+    with RunLock(command_lock(config.data_dir, lock_name), lock_name):
         index = ArchiveIndex(config.data_dir)
         try:
             index.recover(command)
@@ -1024,8 +1023,8 @@ def retain(config: Config, today: date | None = None) -> RetentionReport | None:
         return None
     try:
         with (
-            RunLock(config.data_dir / "fund_mail_once.lock", "fund_mail_once"),
-            RunLock(config.data_dir / "fund_mail_one_day.lock", "fund_mail_one_day"),
+            RunLock(command_lock(config.data_dir, "fund_mail_once"), "fund_mail_once"),
+            RunLock(command_lock(config.data_dir, "fund_mail_one_day"), "fund_mail_one_day"),
         ):
             index = ArchiveIndex(config.data_dir)
             read_back = None

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from fund_mail.archive.cursor import read_cursor
-from fund_mail.archive.fsutil import lock_holder
+from fund_mail.archive.fsutil import command_lock, lock_holder
 from fund_mail.archive.index import audit_history, imap_state, status_facts
 from fund_mail.archive.manifest import DAY_RE
 from fund_mail.archive.quarantine import quarantined
@@ -29,7 +29,7 @@ def _locks(data_dir: Path) -> str:
     """Which commands are running now, since when, and as which process."""
     held = []
     for name in LOCKS:
-        holder = lock_holder(data_dir / f"{name}.lock")
+        holder = lock_holder(command_lock(data_dir, name))
         if holder:
             pid, started = holder
             age = max(0, int(time.time()) - started)

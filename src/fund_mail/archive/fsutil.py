@@ -223,6 +223,12 @@ class RunLock:
             self._file = None
 
 
+def command_lock(data_dir: Path, name: str) -> Path:
+    """The lock file of a command (fund_mail_once, fund_mail_one_day, fund_mail_delivery): the
+    one place that names it, for the command itself, retention, --status and the sign-in."""
+    return data_dir / f"{name}.lock"
+
+
 def lock_holder(path: Path) -> tuple[int, int] | None:
     """(pid, unix start time) of the process holding the lock at path; None when it is free.
 
