@@ -472,16 +472,7 @@ class Bench:
 
     def day(self) -> None:
         with self._scenario("day") as (workdir, graph, env):
-            seoul = ZoneInfo("Asia/Seoul")
-            start = datetime(2025, 6, 30, 0, 0, 1, tzinfo=seoul)
-            day_mail = [
-                graph.mailbox.add_message(
-                    start + timedelta(seconds=i * 17),
-                    subject=f"d{i}",
-                    body_html="<p>" + "Daily mail. " * 40 + "</p>",
-                )
-                for i in range(5000)
-            ]
+            day_mail = day_of_mail(graph, date(2025, 6, 30), 5000, 0)  # 17 s apart
             command = [str(BIN / "fund_mail_one_day"), "--env-file", str(env), "--quiet"]
             run_measured(command + ["--date", "2025-06-29"], workdir)  # compiles the bytecode
             command += ["--date", date(2025, 6, 30).isoformat()]
@@ -576,16 +567,7 @@ class Bench:
     def audit(self) -> None:
         """fund_mail_one_day --audit of a complete 5,000-message day: ids only, nothing missing."""
         with self._scenario("audit") as (workdir, graph, env):
-            seoul = ZoneInfo("Asia/Seoul")
-            start = datetime(2025, 6, 30, 0, 0, 1, tzinfo=seoul)
-            day_mail = [
-                graph.mailbox.add_message(
-                    start + timedelta(seconds=i * 17),
-                    subject=f"a{i}",
-                    body_html="<p>" + "Daily mail. " * 40 + "</p>",
-                )
-                for i in range(5000)
-            ]
+            day_mail = day_of_mail(graph, date(2025, 6, 30), 5000, 0)  # 17 s apart
             day = [str(BIN / "fund_mail_one_day"), "--env-file", str(env), "--quiet"]
             run_measured(day + ["--date", "2025-06-30"], workdir)  # archives the day first
             command = day + ["--audit", "--date", "2025-06-30"]
