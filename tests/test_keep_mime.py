@@ -4,7 +4,7 @@ fund_mail_attach row marked `(original message).eml`, delivered like any attachm
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
+from datetime import date, datetime, time
 
 from fund_mail import engine_imap
 from fund_mail.archive.rows import SOURCE_MESSAGE_NAME, source_message_file_name
@@ -69,9 +69,11 @@ def test_graph_without_the_option_keeps_no_mime(config, graph, now):
     assert not [r for r in graph.records() if r.path.endswith("/$value")]
 
 
-def test_graph_one_day_keeps_mime_too(config, graph, now):
-    message = graph.mailbox.add_message(now - timedelta(minutes=5))
-    result = run_day(dataclasses.replace(config, keep_mime=True), now.astimezone(config.tz).date())
+def test_graph_one_day_keeps_mime_too(config, graph):
+    # A fixed day: "five minutes ago" is yesterday in TIMEZONE just after local midnight.
+    day = date(2025, 6, 30)
+    message = graph.mailbox.add_message(datetime.combine(day, time(12), tzinfo=config.tz))
+    result = run_day(dataclasses.replace(config, keep_mime=True), day)
     assert result.messages == 1
     assert same_mime(attach_files(config.data_dir)[SOURCE_MESSAGE_NAME], message.mime())
 
