@@ -1,7 +1,6 @@
 """The pure transform: recorded Graph JSON in, pst-utils rows out. No network."""
 
 import json
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -39,7 +38,7 @@ def row(index: int, folder: str = "Inbox", sent_id: str | None = SENT_ITEMS, not
 
 
 def test_received_message_maps_every_column():
-    assert asdict(row(0, "Inbox/Funds")) == {
+    assert row(0, "Inbox/Funds")._asdict() == {
         "email_id": "AAkALgAAAAAAHYQDEapmEc2byACqAC-EWg0Ad3Jydmz_5UeQs9w5dBNQHwABmaTPWAAA",
         "subject": "11월 기준가 확인 요청",
         "sender_address": "minjun.kim@partner-am.example",

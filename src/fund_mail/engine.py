@@ -352,7 +352,7 @@ class Archiver:
                 self._quarantine(message, f"{type(e).__name__}: {e}", result)
                 continue
             rows.append((row, plan.rows(save_folder)))
-            pending.ids.append((message["id"], received_text(message)))
+            pending.ids.append((row.email_id, received_text(row)))
         pending.db.add_many(rows)
         crashpoints.reached("db-partial")
 

@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fund_mail.archive.rows import message_row, unstorable_reason
+from fund_mail.archive.rows import message_row, received_text, unstorable_reason
 
 GOOD = {
     "id": "AAMk-1",
@@ -78,3 +78,26 @@ def test_a_whole_message_has_no_missing_note():
 def test_unstorable(message, reason):
     found = unstorable_reason(message)
     assert (found is None) if reason is None else (reason in found)
+
+
+@pytest.mark.parametrize(
+    ("received", "indexed"),
+    [
+        ("2025-06-30T04:47:45Z", "2025-06-30T04:47:45Z"),
+        ("2025-06-30T04:47:45.250Z", "2025-06-30T04:47:45Z"),  # the fraction is not indexed
+        ("2025-06-30T13:47:45+09:00", "2025-06-30T04:47:45Z"),  # an offset, in UTC
+        ("2025-06-30T04:47:45", "2025-06-30T04:47:45Z"),  # no zone: UTC
+        ("0999-01-02T03:04:05Z", "0999-01-02T03:04:05Z"),
+        ("yesterday", ""),
+        (None, ""),
+    ],
+)
+def test_received_text_is_the_index_form_of_receivedDateTime(received, indexed):
+    row = message_row(
+        {**GOOD, "receivedDateTime": received},
+        folder_path="Inbox",
+        mailbox="x@y.z",
+        sent_folder_id=None,
+        tz=ZoneInfo("Asia/Seoul"),
+    )
+    assert received_text(row) == indexed
