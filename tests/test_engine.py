@@ -310,3 +310,36 @@ def test_the_next_page_is_fetched_while_the_current_one_is_written(config, graph
     # The second page was asked for before the engine had the first page's folder names.
     assert lists[1].started < folders[0].finished
     assert len(archived_rows(config.data_dir)) == 300
+
+
+def test_a_page_without_attachments_is_written_before_the_next_page_is_asked_for(config, graph):
+    """The pipeline holds a chunk back only while its downloads run: rows of a page without
+    attachments go in at once, not when the next page arrives."""
+    from fund_mail.engine import Archiver, DayWork, open_graph
+
+    written: list[int] = []
+
+    class Recording(Archiver):
+        def _add_rows(self, batch, plans, pending, result):
+            super()._add_rows(batch, plans, pending, result)
+            written.append(len(batch))
+
+    def message(n: int) -> dict:
+        return {"id": f"AAMk-{n}", "subject": f"m{n}", "receivedDateTime": "2025-06-30T01:00:00Z"}
+
+    asked: list[int] = []
+
+    def pages():
+        yield [message(n) for n in range(150)]
+        asked.append(sum(written))  # rows written when the second page is asked for
+        yield [message(n) for n in range(150, 200)]
+
+    config.data_dir.mkdir(parents=True)
+    index = ArchiveIndex(config.data_dir)
+    try:
+        archiver = Recording(config, open_graph(config), index, "day")
+        work = DayWork(None, "2025_06_30", "fm_test", pages())
+        [(_, result)] = list(archiver.archive_days([work], dedupe=False))
+    finally:
+        index.close()
+    assert asked == [150] and result.messages == 200

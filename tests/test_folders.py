@@ -1,6 +1,7 @@
 """Folder paths: one request per folder, the folders of a batch looked up side by side."""
 
 import threading
+import time
 
 import pytest
 
@@ -48,6 +49,21 @@ def test_nested_paths_with_one_request_per_folder():
     assert folders.path("funds") == "Inbox/Funds"
     assert folders.path("inbox") == "Inbox"
     assert folders.path(None) == ""
+    assert sorted(client.requested) == ["2025", "funds", "inbox", "sentitems"]
+
+
+def test_a_backfill_asks_for_sent_items_and_inbox_ahead_once():
+    client = FakeFolders()
+    folders = FolderPaths(client, workers=4)
+    folders.ahead()
+    for _ in range(500):  # both are asked for before any page needs them
+        if len(client.requested) == 2:
+            break
+        time.sleep(0.01)
+    assert sorted(client.requested) == ["inbox", "sentitems"]
+    folders.lookup(["inbox", "2025"])  # the first page: Inbox is known already
+    assert folders.path("2025") == "Inbox/Funds/2025"
+    assert folders.path("inbox") == "Inbox"
     assert sorted(client.requested) == ["2025", "funds", "inbox", "sentitems"]
 
 

@@ -279,9 +279,13 @@ class Archiver:
     def _settle(
         self, staged: deque[_Staged | _DayState], dedupe: bool, keep: int
     ) -> Iterator[tuple[DayWork, RunResult | Exception]]:
-        """Write staged chunks oldest first until at most `keep` remain; yield ended days."""
+        """Write staged chunks oldest first until at most `keep` remain, and on while the oldest
+        has nothing left to download (a chunk without attachments is written as soon as it
+        comes, not a page later); yield ended days."""
         while staged and (
-            isinstance(staged[0], _DayState) or sum(isinstance(i, _Staged) for i in staged) > keep
+            not isinstance(staged[0], _Staged)
+            or staged[0].downloaded()
+            or sum(isinstance(i, _Staged) for i in staged) > keep
         ):
             item = staged.popleft()
             if isinstance(item, _DayState):
@@ -436,6 +440,9 @@ class _Staged:
     plans: list
     jobs: list[attachments.AttachmentJob]
     downloads: list[Future]
+
+    def downloaded(self) -> bool:
+        return all(future.done() for future in self.downloads)
 
     def abandon(self) -> None:
         for future in self.downloads:
@@ -699,7 +706,7 @@ def run_days(
         try:
             archiver = Archiver(config, client, index, "day")
             if todo:
-                archiver.folders.sent_items_ahead()  # a whole day almost always has mail
+                archiver.folders.ahead()  # a whole day almost always has mail
             outcomes = archiver.archive_days(works, dedupe=False)
             # A range's works are days; only a run's window has none.
             outcome = settle_range(((w.day, o) for w, o in outcomes if w.day), finished)

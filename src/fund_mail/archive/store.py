@@ -92,10 +92,10 @@ class ArchiveDb:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the whole DB is one transaction.
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the whole DB, its schema
+        # included, is one transaction (one journal sync instead of one per CREATE).
         self._conn = sqlite3.connect(path, isolation_level=None)
-        self._conn.executescript(SCHEMA_SQL)
-        self._conn.execute("BEGIN")
+        self._conn.executescript(f"BEGIN;\n{SCHEMA_SQL}")
         self.messages = 0
         self.attachments = 0
 

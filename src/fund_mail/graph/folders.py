@@ -30,6 +30,7 @@ class FolderPaths:
         self._root_id: str | None = None
         self._sent_id: str | None = None
         self._sent_ahead: Future[dict] | None = None
+        self._inbox_ahead: Future[dict | None] | None = None
 
     @property
     def sent_items_id(self) -> str:
@@ -37,12 +38,15 @@ class FolderPaths:
             self.lookup([])
         return self._sent_id or ""
 
-    def sent_items_ahead(self) -> None:
-        """Ask for Sent Items now, beside the first list page, for a run that will need it (a
-        backfill): the answer is there when the first page's folders are looked up."""
+    def ahead(self) -> None:
+        """Ask for Sent Items and Inbox now, beside the first list page, for a run that will
+        need them (a backfill). Sent Items decides every row's sent or received; Inbox holds
+        most of a day's mail, so the first page's rows need not wait for a lookup of their
+        folder. A day with no mail in Inbox pays that one request."""
         if self._sent_id is None and self._sent_ahead is None:
-            worker = ThreadPoolExecutor(1, thread_name_prefix="folder")
+            worker = ThreadPoolExecutor(2, thread_name_prefix="folder")
             self._sent_ahead = worker.submit(self._client.fetch_folder, "sentitems")
+            self._inbox_ahead = worker.submit(self._fetch, "inbox")
             worker.shutdown(wait=False)
 
     def lookup(self, folder_ids: Iterable[str | None]) -> None:
@@ -51,6 +55,9 @@ class FolderPaths:
             ahead, self._sent_ahead = self._sent_ahead, None
             sent = ahead.result() if ahead else self._client.fetch_folder("sentitems")
             self._take_sent_items(sent)
+            inbox, self._inbox_ahead = self._inbox_ahead, None
+            if inbox is not None and (folder := inbox.result()) is not None:
+                self._folders[folder["id"]] = folder
         wanted = self._unseen(folder_ids)
         if not wanted:
             return

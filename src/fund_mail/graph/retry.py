@@ -3,11 +3,16 @@ HTTPS session for Graph and the sign-in endpoint."""
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 from urllib.parse import urlparse
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.exceptions import MaxRetryError
+from urllib3.util.ssl_ import create_urllib3_context
 
 from fund_mail.errors import ConfigError
 from fund_mail.retry import RetryPolicy
@@ -67,6 +72,52 @@ class HttpsSession(requests.Session):
         return super().request(method, url, *args, **kwargs)
 
 
+@functools.cache
+def trust_context(bundle: str) -> ssl.SSLContext:
+    """The TLS context that trusts a CA bundle (a file, or a folder of certificates), built
+    once per process and shared by every connection.
+
+    requests otherwise has urllib3 build a context and load the bundle for every new
+    connection: 20-25 ms each for a full bundle such as certifi's, and a backfill opens one
+    connection per worker thread. The context verifies certificates and host names.
+    """
+    context = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED)
+    if os.path.isdir(bundle):
+        context.load_verify_locations(capath=bundle)
+    else:
+        context.load_verify_locations(cafile=bundle)
+    return context
+
+
+class SharedTrustAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections verify with trust_context instead of loading the CA
+    bundle again for each one (requests' documented way to use an SSLContext of one's own)."""
+
+    def build_connection_pool_key_attributes(self, request, verify, cert=None):  # type: ignore[override]
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(
+            request, verify, cert
+        )
+        if verify is False:
+            return host_params, pool_kwargs
+        try:
+            context = trust_context(verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH)
+        except OSError:
+            # A bundle that is missing or not PEM: requests reports it as it always has.
+            return host_params, pool_kwargs
+        pool_kwargs.pop("ca_certs", None)
+        pool_kwargs.pop("ca_cert_dir", None)
+        pool_kwargs["ssl_context"] = context
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn, url, verify, cert) -> None:  # type: ignore[override]
+        # requests' own checks (a bundle that does not exist raises), then no bundle path on the
+        # pool: urllib3 would load it into the shared context again for each connection.
+        super().cert_verify(conn, url, verify, cert)
+        if getattr(conn, "conn_kw", {}).get("ssl_context") is not None:
+            conn.ca_certs = None
+            conn.ca_cert_dir = None
+
+
 def https_session(
     policy: RetryPolicy,
     ca_bundle: str = "",
@@ -76,7 +127,8 @@ def https_session(
     """The one way fund_mail makes an HTTPS session: the retry policy and the CA bundle."""
     session = HttpsSession(ca_bundle)
     session.mount(
-        "https://", HTTPAdapter(max_retries=policy.http_retry(methods), pool_maxsize=pool)
+        "https://",
+        SharedTrustAdapter(max_retries=policy.http_retry(methods), pool_maxsize=pool),
     )
     return session
 
