@@ -377,6 +377,7 @@ class Bench:
         measured run, replayed in the order it made them (benchmarks/reference_client.py)."""
         registration = graph.registration
         host, port = graph.url.removeprefix("https://").split(":")
+        first_look = min((r.finished for r in records if r.target == "list"), default=0.0)
         work = cwd / "reference"
         plan = {
             "host": host,
@@ -390,8 +391,14 @@ class Bench:
                 "grant_type": "client_credentials",
             },
             "headers": {"Prefer": PREFER},
+            # [kind, target, later]: later is what the run asked only after its first list
+            # answer, which the reference too holds back until its own first list answer.
             "gets": [
-                [r.target, r.path + ("?" + urlencode(r.query, quote_via=quote) if r.query else "")]
+                [
+                    r.target,
+                    r.path + ("?" + urlencode(r.query, quote_via=quote) if r.query else ""),
+                    r.started >= first_look,
+                ]
                 for r in sorted(records, key=lambda r: r.started)
                 if r.method == "GET" and r.target not in SIGN_IN
             ],
