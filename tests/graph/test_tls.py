@@ -7,7 +7,7 @@ import certifi
 import pytest
 import requests
 
-from fund_mail.graph.retry import graph_policy, https_session, trust_context
+from fund_mail.graph.retry import SharedTrustAdapter, graph_policy, https_session, trust_context
 
 
 @pytest.fixture
@@ -56,3 +56,14 @@ def test_a_bundle_that_cannot_be_read_is_reported_as_before(graph, tmp_path, mon
         https_session(graph_policy(0.05), str(not_pem)).get(graph.url, timeout=10)
     with pytest.raises(OSError, match="invalid path"):
         https_session(graph_policy(0.05), str(tmp_path / "missing.pem")).get(graph.url, timeout=10)
+
+
+def test_a_client_certificate_keeps_a_context_of_its_own(graph):
+    """urllib3 loads a client certificate into the pool's context: never into the shared one."""
+    adapter = SharedTrustAdapter()
+    request = requests.Request("GET", f"{graph.url}/x").prepare()
+    bundle = str(graph.tls.ca_cert)
+    _, shared = adapter.build_connection_pool_key_attributes(request, bundle)
+    _, own = adapter.build_connection_pool_key_attributes(request, bundle, cert="client.pem")
+    assert shared["ssl_context"] is trust_context(bundle) and "ca_certs" not in shared
+    assert "ssl_context" not in own and own["ca_certs"] == bundle

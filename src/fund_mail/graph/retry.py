@@ -97,7 +97,9 @@ class SharedTrustAdapter(HTTPAdapter):
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
             request, verify, cert
         )
-        if verify is False:
+        if verify is False or cert is not None:
+            # No verification, or a client certificate, which urllib3 would load into the
+            # shared context: such a pool keeps a context of its own (fund_mail sets neither).
             return host_params, pool_kwargs
         try:
             context = trust_context(verify if isinstance(verify, str) else DEFAULT_CA_BUNDLE_PATH)
