@@ -32,11 +32,11 @@ from fund_mail.engine import (
     AuditReport,
     DayAudit,
     RunResult,
-    _self_audit,
     audit_range,
     day_bounds,
     exclusive_index,
     refresh_manifests,
+    self_audit,
 )
 from fund_mail.imap import mime
 from fund_mail.imap.client import Folder, FolderStatus, ImapMailbox, Summary
@@ -301,7 +301,7 @@ def run_once(
             index.set_imap_folder_states(new_states)
             if floor_text is None:
                 index.record_imap_baseline(graph_time(floor), {})
-            _self_audit(
+            self_audit(
                 config,
                 None,
                 index,
