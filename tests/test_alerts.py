@@ -423,10 +423,11 @@ def test_an_audit_gap_that_was_not_repaired_is_alerted_until_a_later_audit_mends
 
     from fund_mail import engine
     from fund_mail.archive.index import AuditCounts
+    from fund_mail.engine import audit as engine_audit  # where run_audit finds audit_day
 
     found = {"counts": AuditCounts(in_mailbox=5, archived=3, missing=2, repaired=1)}
     monkeypatch.setattr(
-        engine,
+        engine_audit,
         "audit_day",
         lambda config, client, index, day, **kw: engine.DayAudit(day, found["counts"]),
     )
@@ -452,6 +453,7 @@ def test_the_daily_self_audit_reports_an_unrepaired_gap(alert_config, graph, mon
 
     from fund_mail import engine
     from fund_mail.archive.index import AuditCounts
+    from fund_mail.engine import audit as engine_audit  # where the self-audit finds audit_day
 
     config = dataclasses.replace(alert_config, audit_days=1, audit_at="01:00")
     day = date(2025, 6, 30)
@@ -463,7 +465,7 @@ def test_the_daily_self_audit_reports_an_unrepaired_gap(alert_config, graph, mon
     engine.run_once(config, now=lambda: at(day, 8, 5))  # the baseline
     gap = AuditCounts(in_mailbox=4, archived=2, missing=2, repaired=0)
     monkeypatch.setattr(
-        engine, "audit_day", lambda config, client, index, d, **kw: engine.DayAudit(d, gap)
+        engine_audit, "audit_day", lambda config, client, index, d, **kw: engine.DayAudit(d, gap)
     )
     engine.run_once(config, now=lambda: at(day + timedelta(days=1), 1, 5))
     state = alerts.load_state(config.data_dir)

@@ -147,7 +147,7 @@ class MailRow(NamedTuple):
     """One row of fund_mail (without its id), as Graph, IMAP and PST imports all produce it.
 
     A named tuple, not a dataclass: a day of mail builds thousands of them, and a tuple is built
-    in one C call and handed to executemany as it is."""
+    in one C call and is itself the column values, in MAIL_COLUMNS order, that an INSERT takes."""
 
     email_id: str
     subject: str
@@ -163,10 +163,6 @@ class MailRow(NamedTuple):
     msg_kind: str  # "sent" or "receive"
     folder_path: str
     note: str
-
-    def values(self) -> tuple:
-        """The column values in MAIL_COLUMNS order."""
-        return tuple(self)
 
 
 @dataclass(frozen=True, slots=True)

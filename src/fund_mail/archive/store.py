@@ -48,7 +48,7 @@ def insert_message(conn: sqlite3.Connection, row: MailRow, attachments: list[Att
     cursor = conn.execute(
         f"INSERT INTO fund_mail ({', '.join(MAIL_COLUMNS)}) "
         f"VALUES ({', '.join('?' * len(MAIL_COLUMNS))})",
-        row.values(),
+        row,
     )
     parent_id = cursor.lastrowid
     if parent_id is None:
@@ -115,7 +115,7 @@ class ArchiveDb:
         first = self._conn.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM fund_mail").fetchone()[0]
         messages, attachments = [], []
         for parent_id, (row, attached) in enumerate(rows, start=first):
-            messages.append((parent_id, *row.values()))
+            messages.append((parent_id, *row))
             attachments += [(parent_id, row.email_id, *astuple(a)) for a in attached]
         self._conn.executemany(
             f"INSERT INTO fund_mail (id, {', '.join(MAIL_COLUMNS)}) "
