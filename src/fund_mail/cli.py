@@ -243,7 +243,7 @@ def _recorded(command: str, config: Config, body: Callable[[], RunResult | None]
     """Run body and keep its outcome in the run history that --status shows."""
     from fund_mail.archive.index import utc_now_text
 
-    def record_run(*outcome) -> None:
+    def record(*outcome) -> None:
         # The engine is imported once body has started its sign-in (graph_ahead).
         from fund_mail.engine import record_run
 
@@ -253,12 +253,12 @@ def _recorded(command: str, config: Config, body: Callable[[], RunResult | None]
     try:
         result = body()
     except FundMailError as e:
-        record_run(int(e.exit_code), str(e), e.result)
+        record(int(e.exit_code), str(e), e.result)
         raise
     except Exception as e:
-        record_run(int(ExitCode.RUN_FAILED), f"{type(e).__name__}: {e}", None)
+        record(int(ExitCode.RUN_FAILED), f"{type(e).__name__}: {e}", None)
         raise
-    record_run(int(ExitCode.OK), "", result)
+    record(int(ExitCode.OK), "", result)
     return int(ExitCode.OK)
 
 
