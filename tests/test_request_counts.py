@@ -79,15 +79,18 @@ def add_day(graph, day, count, with_files):
         )
 
 
-def test_one_day_of_1000_messages_with_600_attachments_is_the_floor(config, graph):
+def test_one_day_of_1000_messages_with_600_attachments_is_the_floor_and_its_oldest_page(
+    config, graph
+):
     add_day(graph, date(2025, 6, 30), 1000, 600)
     result = run_day(config, date(2025, 6, 30))
     assert result.messages == 1000 and result.attachments == 600
-    # Sign-in, one list page, Sent Items and Inbox, and one request per attachment.
+    # Sign-in, one list page, Sent Items and Inbox, and one request per attachment; and the
+    # day's oldest page, asked for beside its newest in case the day holds more than a page.
     assert by_target(graph) == {
         "discovery": 1,
         "token": 1,
-        "list": 1,
+        "list": 2,
         "folder": 2,
         "attachment": 600,
     }
@@ -101,11 +104,12 @@ def test_a_range_signs_in_once_and_looks_folders_up_once(config, graph):
     outcome = run_days(config, days)
     assert outcome.total.messages == 700 and outcome.total.attachments == 420
     assert not outcome.failed
-    # One sign-in and one lookup per folder for the whole range; one list page per day.
+    # One sign-in and one lookup per folder for the whole range; one list page per day, and
+    # each day's oldest page beside it.
     assert by_target(graph) == {
         "discovery": 1,
         "token": 1,
-        "list": 7,
+        "list": 14,
         "folder": 2,
         "attachment": 420,
     }

@@ -97,6 +97,7 @@ class RequestRecord:
     mailbox: str = ""  # the /users/{address} segment, lower-cased
     mailbox_in_flight: int = 0
     work: float = 0.0  # seconds the emulator spent before its answer was ready
+    client_port: int = 0  # the client's end of the connection: one port per connection
 
 
 @dataclass
@@ -280,6 +281,7 @@ class GraphEmulator:
         target: str,
         mailbox: str = "",
         arrived: float | None = None,
+        client_port: int = 0,
     ) -> RequestRecord:
         with self._lock:
             counted = target not in ("token", "discovery")
@@ -300,6 +302,7 @@ class GraphEmulator:
                 in_flight=self._in_flight if counted else 0,
                 mailbox=mailbox,
                 mailbox_in_flight=self._in_flight_by_mailbox.get(mailbox, 0) if counted else 0,
+                client_port=client_port,
             )
             self.log.append(record)
             return record
@@ -412,7 +415,9 @@ class _Handler(BaseHTTPRequestHandler):
         mailbox = (
             segments[2].lower() if segments[:2] == ["v1.0", "users"] and len(segments) > 2 else ""
         )
-        record = self.emulator._begin(method, split.path, query, target, mailbox, self._arrived)
+        record = self.emulator._begin(
+            method, split.path, query, target, mailbox, self._arrived, self.client_address[1]
+        )
         self._record, self._status, self._retry_after = record, 0, None
         self._respond_at = record.started + self.emulator.latency
         try:

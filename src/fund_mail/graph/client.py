@@ -13,7 +13,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
@@ -170,6 +170,18 @@ def _put(into: queue.Queue, item: object, stop: threading.Event) -> bool:
     return False
 
 
+def _settled(future: Future[T] | None) -> T | None:
+    """The answer of a request sent ahead, once it is in; None when there was none or it
+    failed. A failure is not the caller's: the request is asked again if its answer is needed."""
+    if future is None:
+        return None
+    try:
+        return future.result()
+    except Exception as e:  # noqa: BLE001 - asked again where needed, and reported there
+        log.debug("a request sent ahead failed and is asked again if needed: %s", e)
+        return None
+
+
 def _has_id(item: Any) -> bool:
     return isinstance(item, dict) and bool(item.get("id"))
 
@@ -264,7 +276,8 @@ class GraphClient:
         self.retry = graph_policy(backoff)
         self.ca_bundle = config.ca_bundle
         self._slots = threading.BoundedSemaphore(config.max_concurrency)
-        self._local = threading.local()
+        self._session_lock = threading.Lock()
+        self._shared_session: requests.Session | None = None
         # Requests are sent from several threads (read-ahead, folders, downloads), and `+= 1`
         # on a shared int is a read and a write that two threads can interleave.
         self._count_lock = threading.Lock()
@@ -295,6 +308,10 @@ class GraphClient:
                 if pool is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
             self._pool = self._finisher = None
+        with self._session_lock:
+            if self._shared_session is not None:
+                self._shared_session.close()
+            self._shared_session = None
 
     @property
     def requests_made(self) -> int:
@@ -307,13 +324,24 @@ class GraphClient:
 
     # -- transport -------------------------------------------------------------------------
     def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = https_session(self.retry, self.ca_bundle, pool=4)
-            session.headers.update(self.headers)
-            _settle_environment(session, self.mailbox_url)
-            self._local.session = session
-        return session
+        """The process's one HTTPS session, whose keep-alive connections serve every thread.
+
+        Only its transport adapter is used (see _get), and urllib3's connection pool behind it
+        is thread-safe. A thread that starts later (a time slice, a download worker, the next
+        day's listing) takes a warm connection instead of opening one with a TLS handshake of
+        its own, which costs CPU that the writer of the rows is waiting for. The pool keeps as
+        many connections as requests may be in flight (the slots), and a few spare for a
+        streamed answer whose connection goes back just after its slot.
+        """
+        with self._session_lock:
+            if self._shared_session is None:
+                session = https_session(
+                    self.retry, self.ca_bundle, pool=WORKERS_PER_SLOT * self.max_concurrency
+                )
+                session.headers.update(self.headers)
+                _settle_environment(session, self.mailbox_url)
+                self._shared_session = session
+            return self._shared_session
 
     def _get(self, url: str, params: dict | None, token: str, stream: bool) -> requests.Response:
         """One GET straight through the session's transport adapter (urllib3 and the retry
@@ -441,14 +469,29 @@ class GraphClient:
     ) -> Iterator[list[dict]]:
         """The messages of fetch_message_pages, listed faster when there is more than a page.
 
-        A cheap first look reads both ends: the newest page, and when more follow, the oldest
-        page of what is left (which ends the listing for up to two pages of mail). Their time
-        spans say how much lies between, which is then listed as 1-6 time slices side by side
-        (paging.plan_slices: 3-8 slices of the window in all), each paged offset-free. Pages come in the order they arrive, not
+        A cheap first look reads both ends: the newest page, and the oldest page, which ends
+        the listing for up to two pages of mail. Their time spans say how much lies between,
+        which is then listed as 1-6 time slices side by side (paging.plan_slices: 3-8 slices of
+        the window in all), each paged offset-free. Pages come in the order they arrive, not
         newest first; an id read twice (at a boundary second) is yielded once.
+
+        A closed window (a day of a backfill or an audit) asks for both ends at once, which
+        saves a round trip on a big day and costs a day of one page one request. An open window
+        (fund_mail_once, every 5 minutes and mostly idle) asks for the oldest page only when
+        the newest page says more follow.
         """
         newest_query = PageQuery(window)
-        messages, newest = self._list_page(newest_query, page_size, fields, expand)
+        oldest_ahead = None
+        if window.end is not None:
+            worker = ThreadPoolExecutor(1, thread_name_prefix="list-oldest")
+            oldest_ahead = worker.submit(
+                self._list_page, PageQuery(window), page_size, fields, expand, "asc"
+            )
+            worker.shutdown(wait=False)
+        try:
+            messages, newest = self._list_page(newest_query, page_size, fields, expand)
+        finally:
+            oldest_answer = _settled(oldest_ahead)  # no request outlives the listing
         yield messages
         if not newest.more:
             return
@@ -465,7 +508,11 @@ class GraphClient:
             return
         # [window.start, the newest page's oldest second], that second included.
         rest = Window(window.start, min(newest.times) + timedelta(seconds=1))
-        messages, oldest = self._list_page(PageQuery(rest), page_size, fields, expand, "asc")
+        if oldest_answer is None:
+            messages, oldest = self._list_page(PageQuery(rest), page_size, fields, expand, "asc")
+        else:
+            # Asked for over the whole window: what it holds beyond rest the newest page listed.
+            messages, oldest = oldest_answer
         fresh = _fresh(messages, listed)
         listed.update(oldest.ids)
         if fresh:
@@ -473,7 +520,11 @@ class GraphClient:
         if not oldest.more:
             return
         # Between the two ends: from the oldest page's newest second (again, as it may go on).
+        # When the two pages overlap, every message lies in one or the other: the newest page
+        # holds all that came after its oldest second, the oldest page all before its newest.
         middle = Window(max(oldest.times, default=rest.start), rest.end)
+        if middle.end is not None and middle.start >= middle.end:
+            return
         density = (per_second(newest.times) + per_second(oldest.times)) / 2
         slices = plan_slices(middle, density, page_size)
         for page in _side_by_side(
