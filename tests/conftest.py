@@ -113,3 +113,14 @@ def dovecot(graph: GraphEmulator) -> Iterator[DovecotServer]:
     finally:
         server.stop()
         introspection.stop()
+
+
+@pytest.fixture(autouse=True)
+def collector_thresholds() -> Iterator[None]:
+    """Commands raise the garbage collector's threshold for their process; a test that runs one
+    in this process gives the next test the interpreter's own."""
+    import gc
+
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)

@@ -119,3 +119,20 @@ def test_one_day_progress_without_a_console(env_file, monkeypatch):
     monkeypatch.setattr(sys, "stdout", None)
     monkeypatch.setattr(sys, "stderr", _closed())
     assert cli.one_day_main(["--env-file", str(env_file), "--date", "2025-06-30"]) == 0
+
+
+@pytest.mark.parametrize(
+    ("main", "argv"),
+    [
+        (once_main, ["--env-file", "missing.env"]),
+        (cli.one_day_main, ["--env-file", "missing.env", "--date", "2025-06-30"]),
+        (cli.pst_main, ["missing.pst", "--target", "out"]),
+    ],
+)
+def test_a_command_collects_garbage_in_fewer_larger_passes(main, argv, tmp_path, monkeypatch):
+    import gc
+
+    monkeypatch.chdir(tmp_path)
+    gc.set_threshold(700)
+    assert main(argv) != 0  # nothing to run with: the threshold is set before anything else
+    assert gc.get_threshold()[0] == cli.YOUNG_GENERATION_THRESHOLD

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import re
@@ -200,6 +201,19 @@ def _say(line: str) -> None:
     log.debug(line)
 
 
+# A page of 1,000 messages decodes into about 50,000 short-lived objects, almost none of them in
+# reference cycles. At Python's default (a young-generation pass every 700 allocations) the
+# collector scanned them about 110 times over a 5,000-message day, 35-50 ms of CPU that the rows
+# waited for; at this threshold it runs once or twice. Cycles are still collected.
+YOUNG_GENERATION_THRESHOLD = 50_000
+
+
+def _begin(args: argparse.Namespace) -> None:
+    """What every command does first: log to the console, and collect garbage less often."""
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD)
+    setup_logging(None, args.verbose, args.quiet)
+
+
 def _run(
     command: str,
     args: argparse.Namespace,
@@ -208,7 +222,7 @@ def _run(
     per_mailbox: bool = True,
 ) -> int:
     """Load the configuration, then run work for each mailbox (MAILBOXES), or the one."""
-    setup_logging(None, args.verbose, args.quiet)
+    _begin(args)
 
     def load_and_run() -> int:
         config = load_config(args.env_file)
@@ -672,7 +686,7 @@ def pst_main(argv: list[str] | None = None) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     args = pst_parser().parse_args(argv)
-    setup_logging(None, args.verbose, args.quiet)
+    _begin(args)
     try:
         try:
             tz = ZoneInfo(args.timezone)
