@@ -34,7 +34,7 @@ def client(config):
 
 
 def lists(graph):
-    return [r for r in graph.records("list")]
+    return graph.records("list")
 
 
 def test_a_day_asks_for_its_newest_and_oldest_pages_side_by_side(graph, client):

@@ -511,7 +511,7 @@ class GraphClient:
         if oldest_answer is None:
             messages, oldest = self._list_page(PageQuery(rest), page_size, fields, expand, "asc")
         else:
-            # Asked for over the whole window: what it holds beyond rest the newest page listed.
+            # Asked for over the whole window: ids the newest page listed are dropped below.
             messages, oldest = oldest_answer
         fresh = _fresh(messages, listed)
         listed.update(oldest.ids)
