@@ -27,6 +27,9 @@ IMAP_TOKEN_SCOPE = "https://outlook.office365.com/.default"
 
 @dataclass(frozen=True)
 class Config:
+    """The settings of one installation, read from .env (see .env.sample). Secrets are left
+    out of repr, so a Config in a log line or a traceback shows none of them."""
+
     email_id: str
     tenant_id: str
     client_id: str

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from fund_mail.archive.fsutil import write_atomic
@@ -33,8 +33,7 @@ def _trusted_time(data: dict, key: str) -> datetime:
     return moment
 
 
-@dataclass(frozen=True)
-class Cursor:
+class Cursor(NamedTuple):
     """Where fund_mail_once stands.
 
     last_fetch_time is the newest receivedDateTime seen; the next scan starts OVERLAP_MINUTES

@@ -12,9 +12,9 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from fund_mail import crashpoints
 from fund_mail.archive.fsutil import RunLock, fsync_path
@@ -117,8 +117,7 @@ CREATE TABLE IF NOT EXISTS manifests (
 PUBLISH_LOCK = "fund_mail_publish.lock"  # held from the commit point to the rename
 
 
-@dataclass(frozen=True)
-class FileRecord:
+class FileRecord(NamedTuple):
     path: str
     size: int
     mtime_ns: int
@@ -126,16 +125,14 @@ class FileRecord:
     delivered_at: str | None
 
 
-@dataclass(frozen=True)
-class ManifestRecord:
+class ManifestRecord(NamedTuple):
     day: str
     sha256: str
     delivered_sha256: str
     removed_at: str | None
 
 
-@dataclass(frozen=True)
-class RunRecord:
+class RunRecord(NamedTuple):
     started_at: str
     finished_at: str
     exit_code: int
@@ -146,8 +143,7 @@ def utc_now_text() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-@dataclass(frozen=True)
-class AuditCounts:
+class AuditCounts(NamedTuple):
     in_mailbox: int = 0
     archived: int = 0  # already archived before this audit
     missing: int = 0
@@ -155,8 +151,7 @@ class AuditCounts:
     dry_run: bool = False
 
 
-@dataclass(frozen=True)
-class AuditRecord:
+class AuditRecord(NamedTuple):
     day: str
     audited_at: str
     trigger: str
@@ -172,8 +167,7 @@ class AuditRecord:
         return not self.error and self.missing == self.repaired
 
 
-@dataclass(frozen=True)
-class StatusFacts:
+class StatusFacts(NamedTuple):
     """What --status shows from the index, read without creating or changing anything."""
 
     last_good_run: tuple[str, int, str] | None  # finished_at, messages, db_file
@@ -265,8 +259,7 @@ def _ids_in_db(path: Path) -> list[tuple[str, str]]:
     return [(i, t[:19].replace(" ", "T") + "Z") for i, t in rows]
 
 
-@dataclass(frozen=True)
-class Published:
+class Published(NamedTuple):
     path: Path
     relative: str
     dropped_messages: int = 0  # archived meanwhile by another command, left out

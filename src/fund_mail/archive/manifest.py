@@ -182,6 +182,8 @@ def _walk(folder: Path) -> Iterator[Path]:
 
 @dataclass
 class Verification:
+    """What --verify checked of one copy of the archive, and every problem it found."""
+
     days_checked: int = 0
     files_checked: int = 0
     server_only: int = 0  # files of days whose local copy retention removed

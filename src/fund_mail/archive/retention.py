@@ -32,6 +32,8 @@ RETIRED_PREFIX = ".retired-"
 
 @dataclass
 class RetentionReport:
+    """The day folders retention removed, and why each other old one stays."""
+
     removed: list[str] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)  # day -> why it stays
 

@@ -6,7 +6,6 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -165,8 +164,7 @@ class MailRow(NamedTuple):
     note: str
 
 
-@dataclass(frozen=True, slots=True)
-class AttachRow:
+class AttachRow(NamedTuple):
     """One row of fund_mail_attach (without its ids): where the file is and what it was."""
 
     save_folder: str
@@ -176,7 +174,7 @@ class AttachRow:
 
 
 MAIL_COLUMNS = MailRow._fields
-ATTACH_COLUMNS = ("parent_id", "email_id", *(f.name for f in fields(AttachRow)))
+ATTACH_COLUMNS = ("parent_id", "email_id", *AttachRow._fields)
 
 
 def message_row(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from dataclasses import astuple
 from importlib.resources import files
 from pathlib import Path, PureWindowsPath
 from urllib.parse import quote
@@ -54,7 +53,7 @@ def insert_message(conn: sqlite3.Connection, row: MailRow, attachments: list[Att
     if parent_id is None:
         raise sqlite3.DatabaseError("the archive DB gave no row id for an inserted message")
     for attachment in attachments:
-        conn.execute(_INSERT_ATTACH, (parent_id, row.email_id, *astuple(attachment)))
+        conn.execute(_INSERT_ATTACH, (parent_id, row.email_id, *attachment))
     return parent_id
 
 
@@ -116,7 +115,7 @@ class ArchiveDb:
         messages, attachments = [], []
         for parent_id, (row, attached) in enumerate(rows, start=first):
             messages.append((parent_id, *row))
-            attachments += [(parent_id, row.email_id, *astuple(a)) for a in attached]
+            attachments += [(parent_id, row.email_id, *a) for a in attached]
         self._conn.executemany(
             f"INSERT INTO fund_mail (id, {', '.join(MAIL_COLUMNS)}) "
             f"VALUES ({', '.join('?' * (len(MAIL_COLUMNS) + 1))})",

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import NamedTuple
 
 from fund_mail import crashpoints
 from fund_mail.archive.index import ArchiveIndex
@@ -178,18 +179,18 @@ class Archiver:
     def _add_rows(
         self, batch: list[dict], plans: list, pending: _PendingDb, result: RunResult
     ) -> None:
-        config = self.config
         save_folder = pending.save_folder
         sent_items_id = self.folders.sent_items_id
+        mailbox, tz = self.config.email_id, self.config.tz  # tz: a ZoneInfo lookup, once
         rows = []
         for message, plan in zip(batch, plans, strict=True):
             try:
                 row = message_row(
                     message,
                     folder_path=self.folders.path(message.get("parentFolderId")),
-                    mailbox=config.email_id,
+                    mailbox=mailbox,
                     sent_folder_id=sent_items_id,
-                    tz=config.tz,
+                    tz=tz,
                     notes=plan.all_notes(),
                 )
             except Exception as e:  # noqa: BLE001 - one message must not block the rest
@@ -239,8 +240,7 @@ class Archiver:
         result.db_paths.append(published.path)
 
 
-@dataclass
-class DayWork:
+class DayWork(NamedTuple):
     """One day (or one run's window) to archive: where its DBs go and the pages listing it."""
 
     day: date | None
@@ -251,6 +251,8 @@ class DayWork:
 
 @dataclass
 class _DayState:
+    """One day in the pipeline: its result so far, the DB being filled, its first error."""
+
     work: DayWork
     day_dir: Path
     result: RunResult = field(default_factory=RunResult)
@@ -271,8 +273,7 @@ class _DayState:
             self.pending = None
 
 
-@dataclass
-class _Staged:
+class _Staged(NamedTuple):
     """A chunk whose downloads are queued and whose rows are not yet written."""
 
     state: _DayState

@@ -30,6 +30,8 @@ AUDIT_PAGE = 1000  # the audit lists ids only: a full page costs no more than a 
 
 @dataclass
 class DayAudit:
+    """One audited day: the counts, and what archiving its missing messages wrote."""
+
     day: date
     counts: AuditCounts
     result: RunResult = field(default_factory=RunResult)
@@ -116,6 +118,8 @@ def _fetch_if_present(client: GraphClient, message_id: str) -> dict | None:
 
 @dataclass
 class AuditReport:
+    """Every day an audit looked at, and the days it could not audit."""
+
     audits: list[DayAudit] = field(default_factory=list)
     failed: list[date] = field(default_factory=list)  # the audit itself failed on these days
     total: RunResult = field(default_factory=RunResult)

@@ -4,9 +4,9 @@ chunks and a local day's bounds. No network, no disk, no clock."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
+from typing import NamedTuple
 
 from fund_mail.archive.cursor import Cursor
 from fund_mail.archive.rows import parse_graph_time
@@ -20,8 +20,7 @@ STAGE_MESSAGES = 100
 FUTURE_SKEW = timedelta(minutes=5)  # a receivedDateTime further ahead never becomes the cursor
 
 
-@dataclass(frozen=True)
-class ScanPlan:
+class ScanPlan(NamedTuple):
     """What one fund_mail_once run lists, and what it may archive."""
 
     floor: datetime  # nothing received before it is archived

@@ -26,6 +26,8 @@ SYSTEMIC = (AuthError, AccessDeniedError, ConfigError, LockedError, StateError)
 
 @dataclass
 class RangeResult:
+    """A range of days: the total, the days that failed, a line per day and the errors."""
+
     total: RunResult = field(default_factory=RunResult)
     failed: list[date] = field(default_factory=list)
     lines: list[str] = field(default_factory=list)

@@ -11,6 +11,8 @@ from fund_mail.archive.rows import parse_graph_time
 
 @dataclass
 class RunResult:
+    """What one run (or one day of a range) archived, for its summary line and history."""
+
     messages: int = 0
     attachments: int = 0
     bytes: int = 0

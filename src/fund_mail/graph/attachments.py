@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class AttachmentJob:
+    """One file to download (an attachment, or the message's MIME with KEEP_MIME=1)."""
+
     message_id: str
     attachment: dict
     phy_file_name: str
@@ -42,6 +44,8 @@ class AttachmentJob:
 
 @dataclass
 class MessageAttachments:
+    """A message's attachment plan: the files to download, and notes on those without one."""
+
     jobs: list[AttachmentJob] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

@@ -26,8 +26,8 @@ Every step is decided by `next_query`, a pure function, so the rules get table-d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 from fund_mail.archive.rows import graph_time
 
@@ -37,16 +37,14 @@ SECOND_OVERLAP = 50  # known messages re-read per step inside one second, to det
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@dataclass(frozen=True)
-class Window:
+class Window(NamedTuple):
     """[start, end) in receivedDateTime; end None means open towards the future."""
 
     start: datetime = EPOCH
     end: datetime | None = None
 
 
-@dataclass(frozen=True)
-class PageQuery:
+class PageQuery(NamedTuple):
     """One list request. `upper` is the keyset bound; `second` set means a one-second walk."""
 
     window: Window
@@ -71,8 +69,7 @@ class PageQuery:
         return " and ".join([*clauses, "isDraft eq false"])
 
 
-@dataclass
-class PageSeen:
+class PageSeen(NamedTuple):
     """What a page told the pager: its messages' ids and seconds, and whether more follow."""
 
     ids: list[str]
@@ -92,7 +89,7 @@ def next_query(query: PageQuery, page: PageSeen, known_before: set[str]) -> Page
     if query.second is not None:
         if query.skip > 0 and (not page.ids or page.ids[0] not in known_before):
             # The list moved by more than the overlap: deletions ahead of our offset.
-            return replace(query, skip=0)
+            return query._replace(skip=0)
         if not page.more:
             # This second is done; continue with everything older than it.
             return PageQuery(query.window, upper=query.second, upper_inclusive=False)
@@ -100,7 +97,7 @@ def next_query(query: PageQuery, page: PageSeen, known_before: set[str]) -> Page
         following = max(0, step - SECOND_OVERLAP)
         if following <= query.skip:
             raise NoProgress(f"a walk of {graph_time(query.second)} made no progress")
-        return replace(query, skip=following)
+        return query._replace(skip=following)
     if not page.more:
         return None
     if not page.times:
