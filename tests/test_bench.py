@@ -4,6 +4,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -97,3 +98,22 @@ def test_a_scenario_reports_no_figure_for_a_wrong_archive(bench, monkeypatch):
     ):
         run.idle()
     assert run.outcomes == []
+
+
+@pytest.mark.parametrize(
+    ("messages", "pages"), [(0, 1), (1, 1), (1000, 1), (1001, 2), (1999, 2), (2000, 3), (5000, 6)]
+)
+def test_a_listing_by_time_re_reads_the_second_each_page_ended_in(bench, messages, pages):
+    assert bench.keyset_pages(messages) == pages
+
+
+def test_the_keyset_floor_of_a_5000_message_day_is_the_floor_and_one_page(bench):
+    requests = Counter(list=6, folder=2, token=1)
+    day = bench.Outcome(
+        "day", 5000, 0, 5, 2, 1, requests, 0.6, 0, 0, 0.05, 0.013, 0.0, 4, {}, [], []
+    )
+    assert (day.floor_requests, day.keyset_floor_requests) == (8, 9)
+    assert not bench.REQUESTS_GOAL[1](day)  # 9 > 1.05 x 8
+    assert bench.KEYSET_REQUESTS_GOAL[1](day)
+    day.requests["list"] += 1
+    assert not bench.KEYSET_REQUESTS_GOAL[1](day)
