@@ -348,7 +348,7 @@ class Bench:
         # Each repeat starts from the same DATA_DIR: the one the unmeasured run left.
         data, before = cwd / "data", cwd / "data-before"
         shutil.copytree(data, before, symlinks=True)
-        runs = []
+        runs, references = [], []
         for _ in range(self.repeat):
             shutil.rmtree(data)
             shutil.copytree(before, data, symlinks=True)
@@ -363,7 +363,12 @@ class Bench:
                     f"{name}: the archive does not match the emulator's mailbox, so no figure "
                     "is reported:\n  " + "\n  ".join(problems)
                 )
-            runs.append((run.wall, run, graph.records(), graph.max_in_flight))
+            records = graph.records()
+            max_in_flight = graph.max_in_flight
+            # The reference right after each run, not after all of them: this machine's speed
+            # drifts within minutes, and pairs keep the ratio to the reference side by side.
+            references.append(self.reference(graph, cwd, records))
+            runs.append((run.wall, run, records, max_in_flight))
         shutil.rmtree(before)
         # The median run by wall time, whole: its requests, phases and memory go together.
         _, run, records, max_in_flight = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
@@ -395,14 +400,14 @@ class Bench:
             [],
             days=days,
         )
-        outcome.reference = self.reference(graph, cwd, records)
+        outcome.reference = sorted(references)[len(references) // 2]
         outcome.targets = [(label, check(outcome)) for label, check in targets]
         self.outcomes.append(outcome)
         return outcome
 
     def reference(self, graph: GraphEmulator, cwd: Path, records: list) -> float:
-        """The reference client's wall time (median of the repeats) for the Graph GETs of the
-        measured run, replayed in the order it made them (benchmarks/reference_client.py)."""
+        """The reference client's wall time for the Graph GETs of a measured run, replayed in
+        the order it made them (benchmarks/reference_client.py)."""
         registration = graph.registration
         host, port = graph.url.removeprefix("https://").split(":")
         first_look = min((r.finished for r in records if r.target == "list"), default=0.0)
@@ -434,17 +439,15 @@ class Bench:
             "db": str(work / "reference.db"),
             "out": str(work / "files"),
         }
-        walls = []
-        for _ in range(self.repeat):
-            shutil.rmtree(work, ignore_errors=True)
-            work.mkdir()
-            (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
-            graph.latency = self.latency
-            command = [sys.executable, str(ROOT / "benchmarks" / "reference_client.py")]
-            walls.append(run_measured([*command, str(work / "plan.json")], cwd).wall)
-            graph.latency = 0
         shutil.rmtree(work, ignore_errors=True)
-        return sorted(walls)[len(walls) // 2]
+        work.mkdir()
+        (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+        graph.latency = self.latency
+        command = [sys.executable, str(ROOT / "benchmarks" / "reference_client.py")]
+        wall = run_measured([*command, str(work / "plan.json")], cwd).wall
+        graph.latency = 0
+        shutil.rmtree(work, ignore_errors=True)
+        return wall
 
     # -- scenarios -------------------------------------------------------------------------
     def idle(self) -> None:
