@@ -89,8 +89,8 @@ class Outcome:
         """The request floor for a listing that asks for each next page by time, as the paging
         issue requires, not by $skip: with the messages a second or more apart, every page
         after the first re-reads the one message of the second where the page before ended.
-        A time slice can list exactly a page only when its count is known, and Graph tells
-        no count before listing."""
+        A time slice could list exactly a page only with its count known first, and a count
+        is a request of its own."""
         per_day = math.ceil(self.messages / self.days) if self.messages else 0
         pages = self.days * keyset_pages(per_day)
         return self.sign_in + max(pages, self.pages) + self.folders + self.downloads
