@@ -49,7 +49,11 @@ class MessageAttachments:
     jobs: list[AttachmentJob] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
+    # Both run for every message, and most have no attachment: without one they return at
+    # once, not through a comprehension's frame.
     def rows(self, save_folder: str) -> list[AttachRow]:
+        if not self.jobs:
+            return []
         return [
             AttachRow(
                 save_folder=save_folder,
@@ -62,6 +66,8 @@ class MessageAttachments:
         ]
 
     def all_notes(self) -> list[str]:
+        if not self.jobs:
+            return self.notes
         return self.notes + [job.note for job in self.jobs if job.note]
 
 
