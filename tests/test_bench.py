@@ -117,3 +117,21 @@ def test_the_keyset_floor_of_a_5000_message_day_is_the_floor_and_one_page(bench)
     assert bench.KEYSET_REQUESTS_GOAL[1](day)
     day.requests["list"] += 1
     assert not bench.KEYSET_REQUESTS_GOAL[1](day)
+
+
+def test_an_instruction_count_repeats_and_grows_with_the_work(tmp_path):
+    """benchmarks/instructions.py: callgrind's count is the same for the same work, so a change
+    of a few percent shows where wall times on this machine swing by tens of percent."""
+    spec = importlib.util.spec_from_file_location(
+        "instructions", ROOT / "benchmarks" / "instructions.py"
+    )
+    instructions = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(instructions)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+    def count(n: int) -> int:
+        return instructions.counted([sys.executable, "-c", f"sum(range({n}))"], tmp_path, env)
+
+    small, again, large = count(10**5), count(10**5), count(10**6)
+    assert abs(small - again) < 0.01 * small  # about 56 M each here, 0.05% apart
+    assert large > 2 * small  # 900,000 more additions: about 160 M more
