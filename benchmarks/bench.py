@@ -303,6 +303,50 @@ def archive_problems(data_dir: Path, expected: list[Message], keep_mime: bool = 
     return problems
 
 
+def reference_command(graph: GraphEmulator, cwd: Path, records: list) -> list[str]:
+    """The command that runs the reference client on the Graph GETs of a measured run; its
+    plan and output go to cwd/reference, made anew."""
+    registration = graph.registration
+    host, port = graph.url.removeprefix("https://").split(":")
+    first_look = min((r.finished for r in records if r.target == "list"), default=0.0)
+    work = cwd / "reference"
+    plan = {
+        "host": host,
+        "port": int(port),
+        "ca": str(graph.tls.ca_cert),
+        "token_path": f"/{registration.tenant_id}/oauth2/v2.0/token",
+        "form": {
+            "client_id": registration.client_id,
+            "client_secret": registration.client_secret,
+            "scope": "https://graph.microsoft.com/.default",
+            "grant_type": "client_credentials",
+        },
+        "headers": {"Prefer": PREFER},
+        # [kind, target, later]: later is what the run asked only after its first list
+        # answer, which the reference too holds back until its own first list answer.
+        "gets": [
+            [
+                r.target,
+                r.path + ("?" + urlencode(r.query, quote_via=quote) if r.query else ""),
+                r.started >= first_look,
+            ]
+            for r in sorted(records, key=lambda r: r.started)
+            if r.method == "GET" and r.target not in SIGN_IN
+        ],
+        "schema": SCHEMA_SQL,
+        "db": str(work / "reference.db"),
+        "out": str(work / "files"),
+    }
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+    return [
+        sys.executable,
+        str(ROOT / "benchmarks" / "reference_client.py"),
+        str(work / "plan.json"),
+    ]
+
+
 class Bench:
     def __init__(self, latency: float, exe: Path | None, repeat: int = 3) -> None:
         self.latency = latency
@@ -408,45 +452,11 @@ class Bench:
     def reference(self, graph: GraphEmulator, cwd: Path, records: list) -> float:
         """The reference client's wall time for the Graph GETs of a measured run, replayed in
         the order it made them (benchmarks/reference_client.py)."""
-        registration = graph.registration
-        host, port = graph.url.removeprefix("https://").split(":")
-        first_look = min((r.finished for r in records if r.target == "list"), default=0.0)
-        work = cwd / "reference"
-        plan = {
-            "host": host,
-            "port": int(port),
-            "ca": str(graph.tls.ca_cert),
-            "token_path": f"/{registration.tenant_id}/oauth2/v2.0/token",
-            "form": {
-                "client_id": registration.client_id,
-                "client_secret": registration.client_secret,
-                "scope": "https://graph.microsoft.com/.default",
-                "grant_type": "client_credentials",
-            },
-            "headers": {"Prefer": PREFER},
-            # [kind, target, later]: later is what the run asked only after its first list
-            # answer, which the reference too holds back until its own first list answer.
-            "gets": [
-                [
-                    r.target,
-                    r.path + ("?" + urlencode(r.query, quote_via=quote) if r.query else ""),
-                    r.started >= first_look,
-                ]
-                for r in sorted(records, key=lambda r: r.started)
-                if r.method == "GET" and r.target not in SIGN_IN
-            ],
-            "schema": SCHEMA_SQL,
-            "db": str(work / "reference.db"),
-            "out": str(work / "files"),
-        }
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir()
-        (work / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+        command = reference_command(graph, cwd, records)
         graph.latency = self.latency
-        command = [sys.executable, str(ROOT / "benchmarks" / "reference_client.py")]
-        wall = run_measured([*command, str(work / "plan.json")], cwd).wall
+        wall = run_measured(command, cwd).wall
         graph.latency = 0
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(cwd / "reference", ignore_errors=True)
         return wall
 
     # -- scenarios -------------------------------------------------------------------------

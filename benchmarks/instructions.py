@@ -88,15 +88,10 @@ def main() -> int:
                 print(f"{label}: {count / 1e6:,.1f} M instructions", flush=True)
                 records = graph.records()
             # The reference client, for the GETs of the last run.
-            reference = {}
-
-            def measured(command: list[str], cwd: Path) -> bench.Measured:
-                reference["count"] = counted(command, cwd, bench.child_env())
-                return bench.Measured(0.0, 0.0, 0)
-
-            bench.run_measured = measured
-            b.reference(graph, cwd, records)
-            print(f"reference client: {reference['count'] / 1e6:,.1f} M instructions")
+            reference = counted(
+                bench.reference_command(graph, cwd, records), cwd, bench.child_env()
+            )
+            print(f"reference client: {reference / 1e6:,.1f} M instructions")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

@@ -58,9 +58,11 @@ def test_received_message_maps_every_column():
 
 def test_send_on_behalf_keeps_sender_and_from_apart_and_is_sent():
     sent = row(1, "Sent Items")
-    assert (sent.sender_address, sent.from_address) == (
+    assert (sent.sender_address, sent.sender_name, sent.from_address, sent.from_name) == (
         "assistant@example.com",
+        "Assistant",
         "fund@example.com",
+        "Fund Ops",
     )
     assert sent.msg_kind == "sent"
 
