@@ -92,8 +92,7 @@ class Outcome:
         A time slice could list exactly a page only with its count known first, and a count
         is a request of its own."""
         per_day = math.ceil(self.messages / self.days) if self.messages else 0
-        pages = self.days * keyset_pages(per_day)
-        return self.sign_in + max(pages, self.pages) + self.folders + self.downloads
+        return self.sign_in + self.days * keyset_pages(per_day) + self.folders + self.downloads
 
     @property
     def floor_c(self) -> float:

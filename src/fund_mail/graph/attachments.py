@@ -50,7 +50,8 @@ class MessageAttachments:
     notes: list[str] = field(default_factory=list)
 
     # Both run for every message, and most have no attachment: without one they return at
-    # once, not through a comprehension's frame.
+    # once, not through a comprehension's frame (all_notes then hands back its own list,
+    # which its one caller, message_row, only reads).
     def rows(self, save_folder: str) -> list[AttachRow]:
         if not self.jobs:
             return []
