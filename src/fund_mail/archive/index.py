@@ -7,6 +7,7 @@ recording its messages happen in one transaction, which is what makes a crash at
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sqlite3
@@ -137,6 +138,36 @@ class RunRecord(NamedTuple):
     finished_at: str
     exit_code: int
     error: str
+
+
+def _record_archived(
+    conn: sqlite3.Connection,
+    archived: list[tuple[str, str]],
+    relative: str,
+    command: str,
+    exclusive: bool,
+) -> None:
+    """Record a DB's (email_id, received_utc) pairs in `archived`, in the caller's transaction.
+
+    They go in as one JSON array, in one statement: SQLite then reads them all without taking
+    the interpreter lock back once per row, which lets a publish run on a thread of its own
+    beside the writer (engine/publisher.py). JSON text cannot carry a NUL character through
+    SQLite, so ids with one (never Graph's, whose ids are base64url) go in row by row.
+    """
+    verb = "INSERT" if exclusive else "INSERT OR IGNORE"
+    columns = "archived (email_id, received_utc, db_file, archived_at, command)"
+    now = utc_now_text()
+    if any("\x00" in email_id or "\x00" in received for email_id, received in archived):
+        conn.executemany(
+            f"{verb} INTO {columns} VALUES (?, ?, ?, ?, ?)",
+            [(i, r, relative, now, command) for i, r in archived],
+        )
+        return
+    conn.execute(
+        f"{verb} INTO {columns} SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+        "?, ?, ? FROM json_each(?)",
+        (relative, now, command, json.dumps(archived, ensure_ascii=False)),
+    )
 
 
 def utc_now_text() -> str:
@@ -452,17 +483,13 @@ class ArchiveIndex:
                     final = day_dir / f"{stem}_{suffix}.db"
                     suffix += 1
                 relative = self.relative(final)
-                now = utc_now_text()
-                conn.executemany(
-                    f"INSERT {'' if exclusive else 'OR IGNORE '}INTO archived "
-                    "(email_id, received_utc, db_file, archived_at, command) VALUES (?, ?, ?, ?, ?)",
-                    [(i, r, relative, now, source or command) for i, r in archived],
-                )
-                kept = {i for i, _ in archived}
-                conn.executemany(
-                    "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
-                    [(f, i, relative) for f, i in fingerprints if i in kept],
-                )
+                _record_archived(conn, archived, relative, source or command, exclusive)
+                if fingerprints:
+                    kept = {i for i, _ in archived}
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO fingerprints VALUES (?, ?, ?)",
+                        [(f, i, relative) for f, i in fingerprints if i in kept],
+                    )
                 conn.execute(
                     "INSERT INTO publishing VALUES (?, ?, ?)",
                     (relative, self.relative(tmp_path), command),

@@ -92,8 +92,9 @@ class ArchiveDb:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, so the whole DB, its schema
-        # included, is one transaction (one journal sync instead of one per CREATE).
-        self._conn = sqlite3.connect(path, isolation_level=None)
+        # included, is one transaction (one journal sync instead of one per CREATE). A full DB
+        # is finished on the publisher's thread: one thread at a time, never two at once.
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.executescript(f"BEGIN;\n{SCHEMA_SQL}")
         self.messages = 0
         self.attachments = 0

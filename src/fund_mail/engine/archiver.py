@@ -1,5 +1,6 @@
 """The shared core: Archiver turns pages of Graph messages into published archive DBs through
-one download pipeline per process, for every command that archives Graph mail."""
+one download pipeline per process, for every command that archives Graph mail. Full DBs are
+published on a thread of their own (engine/publisher.py) while the next one fills."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 from fund_mail import crashpoints
-from fund_mail.archive.index import ArchiveIndex
+from fund_mail.archive.index import ArchiveIndex, Published
 from fund_mail.archive.quarantine import quarantine
 from fund_mail.archive.rows import message_row, received_text, unstorable_reason
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.config import Config
 from fund_mail.engine.plan import stage_sizes
+from fund_mail.engine.publisher import Publisher
 from fund_mail.engine.results import RunResult
 from fund_mail.graph import attachments
 from fund_mail.graph.client import GraphClient
@@ -51,6 +53,8 @@ class Archiver:
         self.command = command
         self.source = source or command
         self.folders = FolderPaths(client, config.max_concurrency)
+        self._publisher: Publisher[_PublishJob, Published | None] | None = None
+        self._in_flight: _InFlight | None = None  # at most one DB is being published
 
     def archive(
         self,
@@ -88,6 +92,7 @@ class Archiver:
         """
         staged: deque[_Staged | _DayState] = deque()
         states: list[_DayState] = []
+        self._publisher = publisher = Publisher(self.config.data_dir, self._publish)
         try:
             for work in days:
                 state = _DayState(work, self.config.data_dir / work.day_folder)
@@ -113,9 +118,11 @@ class Archiver:
             yield from self._settle(staged, dedupe, keep=0)
         finally:
             # Stopped early (a systemic error, an interrupt): cancel what is queued, and publish
-            # no unfinished DB (an ended day has none left to discard).
+            # no unfinished DB (an ended day has none left to discard). A publish under way
+            # finishes first: the publisher waits for it.
             for item in [*staged, *states]:
                 item.abandon()
+            publisher.close()
 
     def _settle(
         self, staged: deque[_Staged | _DayState], dedupe: bool, keep: int
@@ -160,21 +167,49 @@ class Archiver:
             state.pending.hashes += attachments.file_hashes(staged.jobs, state.pending.save_folder)
             self._add_rows(staged.batch, staged.plans, state.pending, state.result)
             if state.pending.db.messages >= self.config.publish_every:
-                pending, state.pending = state.pending, None
-                self._publish(pending, state.result, dedupe)
-                crashpoints.reached("chunk-published")
+                # The DB before this one was handed over a whole DB's rows ago, so this rarely
+                # waits; one publish at a time keeps DBs published in the order they filled,
+                # and a failure booked to its day before anything after it is published.
+                self._collect()
+                if state.pending is not None:  # None: the publish before it failed the day
+                    self._hand_over(state, dedupe, chunk=True)
         except Exception as e:  # noqa: BLE001 - reported with the day
             state.fail(e)
 
     def _end_day(self, state: _DayState, dedupe: bool) -> RunResult | Exception:
+        self._collect()
         if state.error is None and state.pending is not None:
-            pending, state.pending = state.pending, None
-            try:
-                self._publish(pending, state.result, dedupe)
-            except Exception as e:  # noqa: BLE001 - reported with the day
-                pending.db.discard()
-                state.fail(e)
+            self._hand_over(state, dedupe, chunk=False)
+            self._collect()
         return state.error if state.error is not None else state.result
+
+    def _hand_over(self, state: _DayState, dedupe: bool, chunk: bool) -> None:
+        """Start publishing the day's full DB; the next rows go to a new one."""
+        pending, state.pending = state.pending, None
+        assert pending is not None and self._publisher is not None and self._in_flight is None
+        self._in_flight = _InFlight(
+            state, pending, self._publisher.start(_PublishJob(pending, dedupe)), chunk
+        )
+
+    def _collect(self) -> None:
+        """Wait for the publish in flight, if any, and book its outcome to its day."""
+        if self._in_flight is None:
+            return
+        state, pending, future, chunk = self._in_flight
+        self._in_flight = None
+        try:
+            published = future.result()
+        except Exception as e:  # noqa: BLE001 - reported with the day
+            pending.db.discard()
+            state.fail(e)
+            return
+        if published is not None:  # None: another command archived all of them first
+            result = state.result
+            result.messages += pending.db.messages - published.dropped_messages
+            result.attachments += pending.db.attachments - published.dropped_attachments
+            result.db_paths.append(published.path)
+        if chunk:
+            crashpoints.reached("chunk-published")
 
     def _add_rows(
         self, batch: list[dict], plans: list, pending: _PendingDb, result: RunResult
@@ -218,26 +253,25 @@ class Archiver:
             result.quarantined += 1
             log.warning("A message could not be archived (%s); kept in %s", error, path)
 
-    def _publish(self, pending: _PendingDb, result: RunResult, exclusive: bool) -> None:
+    def _publish(self, index: ArchiveIndex, job: _PublishJob) -> Published | None:
+        """Commit a full DB and publish it (on the publisher's thread, with its index)."""
+        pending = job.pending
         pending.db.finish()
         crashpoints.reached("db-written")
-        published = self.index.publish(
+        published = index.publish(
             pending.db.path,
             pending.day_dir,
             pending.stem,
             self.command,
             pending.ids,
             source=self.source,
-            exclusive=exclusive,
+            exclusive=job.exclusive,
         )
-        if published is None:
-            return  # another command archived all of them first
-        # The manifest then only hashes the DB itself; a crash before this line leaves the
-        # files to update_manifests, which hashes what has no hash yet.
-        self.index.record_hashes(pending.hashes)
-        result.messages += pending.db.messages - published.dropped_messages
-        result.attachments += pending.db.attachments - published.dropped_attachments
-        result.db_paths.append(published.path)
+        if published is not None:
+            # The manifest then only hashes the DB itself; a crash before this line leaves the
+            # files to update_manifests, which hashes what has no hash yet.
+            index.record_hashes(pending.hashes)
+        return published
 
 
 class DayWork(NamedTuple):
@@ -288,6 +322,20 @@ class _Staged(NamedTuple):
     def abandon(self) -> None:
         for future in self.downloads:
             future.cancel()
+
+
+class _PublishJob(NamedTuple):
+    pending: _PendingDb
+    exclusive: bool
+
+
+class _InFlight(NamedTuple):
+    """The DB being published, and the day it belongs to."""
+
+    state: _DayState
+    pending: _PendingDb
+    future: Future[Published | None]
+    chunk: bool  # a DB of PUBLISH_EVERY messages, not the day's last
 
 
 class _PendingDb:

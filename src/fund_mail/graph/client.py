@@ -490,9 +490,13 @@ class GraphClient:
             worker.shutdown(wait=False)
         try:
             messages, newest = self._list_page(newest_query, page_size, fields, expand)
+        except BaseException:
+            _settled(oldest_ahead)  # no request outlives the listing
+            raise
+        try:
+            yield messages  # its rows are written while the oldest page is still on its way
         finally:
-            oldest_answer = _settled(oldest_ahead)  # no request outlives the listing
-        yield messages
+            oldest_answer = _settled(oldest_ahead)
         if not newest.more:
             return
         listed = set(newest.ids)
