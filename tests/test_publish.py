@@ -6,6 +6,7 @@ exactly."""
 import dataclasses
 import sqlite3
 import threading
+import time
 from collections import Counter
 from datetime import date, datetime
 
@@ -16,6 +17,7 @@ from fund_mail.archive.index import INDEX_NAME, ArchiveIndex
 from fund_mail.archive.store import ArchiveDb
 from fund_mail.engine import run_day, run_once
 from fund_mail.engine.archiver import Archiver
+from fund_mail.engine.publisher import Publisher
 from tests.helpers import archived_ids, archived_rows
 
 DAY = date(2025, 6, 30)
@@ -72,7 +74,7 @@ def test_a_full_db_is_published_on_its_own_thread_while_the_next_one_fills(
     mail = [
         graph.mailbox.add_message(datetime(2025, 6, 30, 9, i, tzinfo=config.tz)) for i in range(7)
     ]
-    next_rows_added, seen = threading.Event(), []
+    next_rows_added, seen, filled = threading.Event(), [], []
     original_publish, original_add_rows = Archiver._publish, Archiver._add_rows
 
     def publish(self, index, job):
@@ -85,7 +87,8 @@ def test_a_full_db_is_published_on_its_own_thread_while_the_next_one_fills(
 
     def add_rows(self, batch, plans, pending, result):
         original_add_rows(self, batch, plans, pending, result)
-        if seen:
+        filled.append(pending)
+        if filled[0] is not pending:  # rows of the DB after the first
             next_rows_added.set()
 
     monkeypatch.setattr(Archiver, "_publish", publish)
@@ -141,3 +144,25 @@ def test_the_index_records_every_id_exactly_as_given(tmp_path, ids):
             "SELECT email_id, received_utc, db_file, command FROM archived ORDER BY rowid"
         ).fetchall()
     assert rows == [(i, r, "2025_06_30/fm_2025_06_30.db", "day") for i, r in pairs]
+
+
+def test_closing_the_publisher_waits_for_the_publish_under_way(tmp_path):
+    done = []
+
+    def slow_publish(index, job):
+        time.sleep(0.2)
+        done.append((job, threading.current_thread() is threading.main_thread()))
+        return index.path
+
+    publisher = Publisher(tmp_path, slow_publish)
+    future = publisher.start("the DB")
+    publisher.close()
+    assert done == [("the DB", False)], "close() returned before the publish had finished"
+    assert future.result() == tmp_path / INDEX_NAME
+
+
+def test_a_publisher_that_published_nothing_starts_no_thread(tmp_path):
+    before = {t.name for t in threading.enumerate()}
+    Publisher(tmp_path, lambda index, job: None).close()
+    assert not [t for t in threading.enumerate() if t.name not in before]
+    assert not (tmp_path / INDEX_NAME).exists(), "nor opens the index"

@@ -123,6 +123,7 @@ class Archiver:
             for item in [*staged, *states]:
                 item.abandon()
             publisher.close()
+            self._in_flight = None
 
     def _settle(
         self, staged: deque[_Staged | _DayState], dedupe: bool, keep: int

@@ -28,8 +28,10 @@ class Publisher(Generic[Job, Outcome]):
         self._publish = publish
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="publish")
         self._index: ArchiveIndex | None = None  # opened on the thread, by its first job
+        self._started = False  # a run that publishes nothing starts no thread
 
     def start(self, job: Job) -> Future[Outcome]:
+        self._started = True
         return self._thread.submit(self._run, job)
 
     def _run(self, job: Job) -> Outcome:
@@ -45,6 +47,8 @@ class Publisher(Generic[Job, Outcome]):
     def close(self) -> None:
         """Wait for the jobs handed over (a stop never cuts a publish short), then close the
         index connection on the thread that opened it."""
+        if not self._started:
+            return
         try:
             self._thread.submit(self._close_index).result()
         finally:
